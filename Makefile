@@ -1,0 +1,20 @@
+# evpipe: PGXS build
+EXTENSION = evpipe
+MODULE_big = evpipe
+OBJS = src/evpipe.o src/ingest.o src/jsonschema.o src/jsonutil.o src/ratelimit.o src/worker.o src/http.o src/httputil.o src/sqs.o src/graphql.o src/respparse.o
+DATA = sql/evpipe--0.1.0.sql
+PGFILEDESC = "evpipe - event pipeline inside PostgreSQL"
+
+REGRESS = setup envelope schema dedup routing sources admin roles badinput deliveries
+REGRESS_OPTS = --temp-config=test/regress.conf
+ISOLATION = concurrent_dedup
+ISOLATION_OPTS = --inputdir=test/isolation --temp-config=test/regress.conf
+
+PG_CONFIG ?= pg_config
+JSONC_CFLAGS := $(shell pkg-config --cflags json-c)
+PG_CPPFLAGS = -I$(srcdir)/src $(JSONC_CFLAGS)
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+SHLIB_LINK = -lcurl -ljson-c -lm
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

@@ -1,0 +1,83 @@
+-- Roles. evpipe_producer may call ingest and route_explain, nothing else.
+-- evpipe_admin manages types, sources, routes and destinations and reads
+-- the dead letters and stats. SECURITY DEFINER functions pin search_path.
+CREATE ROLE alice LOGIN IN ROLE evpipe_producer;
+CREATE ROLE bob LOGIN IN ROLE evpipe_producer;
+CREATE ROLE carol LOGIN IN ROLE evpipe_admin;
+CREATE ROLE mallory LOGIN;
+
+SET ROLE alice;
+SELECT evpipe.ingest(ev('role-1', 'ACCOUNT_UPDATED', '{"accountId": "a"}'))->>'status';
+SELECT (evpipe.route_explain(ev('role-2', 'ACCOUNT_UPDATED', '{"accountId": "a"}')))->'destinations';
+SELECT ingested_by FROM evpipe.events LIMIT 1;
+SELECT * FROM evpipe.outbox LIMIT 1;
+SELECT * FROM evpipe.dead_letters LIMIT 1;
+SELECT config FROM evpipe.destinations LIMIT 1;
+SELECT * FROM evpipe.destination_list LIMIT 1;
+SELECT * FROM evpipe.stats LIMIT 1;
+SELECT * FROM evpipe.deliveries LIMIT 1;
+INSERT INTO evpipe.events (event_id) VALUES ('forged');
+DELETE FROM evpipe.outbox;
+SELECT evpipe.register_event_type('EVIL', '{}');
+SELECT evpipe.create_destination('evil', 'http', '{"url": "http://evil.example/"}');
+SELECT evpipe.add_route('ACCOUNT_UPDATED', 'ledger');
+SELECT evpipe.replay_dead_letters();
+SELECT evpipe.purge_dead_letters();
+-- the producer's own objects named like evpipe's change nothing
+RESET ROLE;
+GRANT CREATE ON SCHEMA public TO alice;
+SET ROLE alice;
+CREATE TABLE public.events (event_id text);
+CREATE FUNCTION public.jsonb_build_object(VARIADIC "any") RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"hacked": true}'::jsonb $$;
+CREATE FUNCTION public.now() RETURNS timestamptz LANGUAGE sql AS $$ SELECT '2000-01-01'::timestamptz $$;
+SET search_path = public, pg_catalog;
+SELECT evpipe.ingest(ev('role-3', 'ACCOUNT_UPDATED', '{"accountId": "a"}'));
+SELECT count(*) FROM public.events;
+RESET search_path;
+RESET ROLE;
+SELECT event_id, ingested_by, ingested_at > '2020-01-01' AS real_clock FROM evpipe.events WHERE event_id = 'role-3';
+DROP TABLE public.events;
+DROP FUNCTION public.jsonb_build_object(VARIADIC "any");
+DROP FUNCTION public.now();
+
+-- A role outside evpipe_producer cannot ingest at all.
+SET ROLE mallory;
+SELECT evpipe.ingest(ev('role-4', 'ACCOUNT_UPDATED', '{"accountId": "a"}'));
+RESET ROLE;
+
+-- The admin manages configuration and reads deliveries, dead letters, stats.
+SET ROLE carol;
+SELECT evpipe.register_event_type('ADMIN_MADE', '{"type": "object"}');
+SELECT evpipe.create_destination('carol-hook', 'http', '{"url": "http://127.0.0.1:9/c", "secret": "hunter2"}');
+SELECT evpipe.add_route('ADMIN_MADE', 'carol-hook') > 0 AS added;
+SELECT count(*) >= 0 AS can_read FROM evpipe.dead_letters;
+SELECT destination, pending FROM evpipe.stats WHERE destination = 'carol-hook';
+SELECT config->>'secret' FROM evpipe.destinations WHERE name = 'carol-hook';
+SELECT owner FROM evpipe.destinations WHERE name = 'carol-hook';
+-- but cannot write the tables directly
+DELETE FROM evpipe.events;
+RESET ROLE;
+
+-- Sources bound to roles: only members (and superusers) may use them.
+SELECT evpipe.bind_source('internal-service', 'alice');
+SET ROLE alice;
+SELECT evpipe.ingest(ev('bound-1', 'ACCOUNT_UPDATED', '{"accountId": "a"}'))->>'status';
+RESET ROLE;
+SET ROLE bob;
+SELECT evpipe.ingest(ev('bound-2', 'ACCOUNT_UPDATED', '{"accountId": "a"}'));
+-- other sources stay open
+SELECT evpipe.ingest(ev('bound-3', 'ACCOUNT_UPDATED', '{"accountId": "a"}', '{"source": "bobs-service"}'))->>'status';
+RESET ROLE;
+SELECT evpipe.bind_source('internal-service', 'no_such_role');
+SELECT evpipe.unbind_source('internal-service', 'alice');
+SELECT evpipe.drop_source('internal-service');
+SET ROLE bob;
+SELECT evpipe.ingest(ev('bound-2', 'ACCOUNT_UPDATED', '{"accountId": "a"}'))->>'status';
+RESET ROLE;
+
+-- Every SECURITY DEFINER function pins search_path.
+SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = 'evpipe' AND p.prosecdef
+	AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false);
+-- ingest and route_explain are not SECURITY DEFINER, but pin it too
+SELECT proname, prosecdef, proconfig FROM pg_proc WHERE proname IN ('ingest', 'route_explain') ORDER BY 1;

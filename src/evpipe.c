@@ -1,0 +1,289 @@
+/*-------------------------------------------------------------------------
+ *
+ * evpipe.c
+ *	  Module entry: configuration variables, shared memory, and waking the
+ *	  delivery workers when a transaction that wrote outbox rows commits.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/htup_details.h"
+#include "commands/trigger.h"
+#include "funcapi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/rel.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "evpipe.h"
+#include "ratelimit.h"
+
+PG_MODULE_MAGIC;
+
+int			evpipe_max_event_bytes = 262144;
+int			evpipe_max_depth = 64;
+bool		evpipe_log_rejections = false;
+char	   *evpipe_database = NULL;
+int			evpipe_workers = 2;
+int			evpipe_max_in_flight = 64;
+int			evpipe_batch_size = 100;
+int			evpipe_lease_ms = 60000;
+int			evpipe_tick_ms = 1000;
+int			evpipe_delivered_retention_s = 7 * 86400;
+int			evpipe_max_destinations = 256;
+bool		evpipe_log_deliveries = false;
+
+EvpipeShared *evpipe_shared = NULL;
+
+static bool preloaded = false;
+static bool wake_at_commit = false;
+static bool xact_callback_registered = false;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+void		_PG_init(void);
+PG_FUNCTION_INFO_V1(evpipe_wake_workers);
+PG_FUNCTION_INFO_V1(evpipe_config_changed);
+
+/* Size of the shared state. */
+static Size
+evpipe_shmem_size(void)
+{
+	return add_size(MAXALIGN(sizeof(EvpipeShared)), ep_rate_shmem_size());
+}
+
+/* Ask the postmaster for our shared memory (PG15: from shmem_request_hook). */
+static void
+evpipe_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(evpipe_shmem_size());
+}
+
+/* Create or attach the shared state. */
+static void
+evpipe_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	evpipe_shared = ShmemInitStruct("evpipe", evpipe_shmem_size(), &found);
+	if (!found)
+	{
+		int			i;
+
+		memset(evpipe_shared, 0, evpipe_shmem_size());
+		pg_atomic_init_u32(&evpipe_shared->wake_pending, 0);
+		evpipe_shared->nworkers = evpipe_workers;
+		for (i = 0; i < EVPIPE_MAX_WORKERS; i++)
+		{
+			pg_atomic_init_u32(&evpipe_shared->workers[i].pgprocno, 0);
+			pg_atomic_init_u32(&evpipe_shared->workers[i].pid, 0);
+		}
+	}
+	ep_rate_shmem_init((char *) evpipe_shared + MAXALIGN(sizeof(EvpipeShared)),
+					   found);
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Whether the library was loaded through shared_preload_libraries. */
+bool
+evpipe_is_preloaded(void)
+{
+	return preloaded && evpipe_shared != NULL;
+}
+
+/* Set the latch of every registered worker. */
+void
+evpipe_wake_workers_now(void)
+{
+	int			i;
+
+	if (!evpipe_is_preloaded())
+		return;
+	pg_atomic_write_u32(&evpipe_shared->wake_pending, 1);
+	for (i = 0; i < evpipe_shared->nworkers && i < EVPIPE_MAX_WORKERS; i++)
+	{
+		uint32		procno = pg_atomic_read_u32(&evpipe_shared->workers[i].pgprocno);
+
+		if (procno > 0 && procno <= ProcGlobal->allProcCount)
+			SetLatch(&ProcGlobal->allProcs[procno - 1].procLatch);
+	}
+}
+
+/* At commit, wake the workers once if this transaction asked for it. */
+static void
+evpipe_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+			if (wake_at_commit)
+			{
+				wake_at_commit = false;
+				/* skip the syscalls if a wake-up is already pending */
+				if (evpipe_is_preloaded() &&
+					pg_atomic_exchange_u32(&evpipe_shared->wake_pending, 1) == 0)
+					evpipe_wake_workers_now();
+			}
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			wake_at_commit = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/* Ask for a worker wake-up when the current transaction commits. */
+void
+evpipe_request_wake(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(evpipe_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_at_commit = true;
+}
+
+/* SQL: evpipe._wake_workers() */
+Datum
+evpipe_wake_workers(PG_FUNCTION_ARGS)
+{
+	evpipe_request_wake();
+	PG_RETURN_VOID();
+}
+
+/*
+ * Trigger on the configuration tables: send a relcache invalidation for the
+ * table at commit, so every backend and worker drops its cached
+ * configuration, and wake the workers so they notice promptly.
+ */
+Datum
+evpipe_config_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("evpipe._config_changed() must be called as a trigger")));
+	CacheInvalidateRelcache(trigdata->tg_relation);
+	evpipe_request_wake();
+	return PointerGetDatum(NULL);
+}
+
+/* Define configuration variables, request shared memory, start workers. */
+void
+_PG_init(void)
+{
+	preloaded = process_shared_preload_libraries_in_progress;
+
+	DefineCustomIntVariable("evpipe.max_event_bytes",
+							"Largest event accepted by evpipe.ingest, in bytes of JSON text.",
+							NULL, &evpipe_max_event_bytes, 262144, 64,
+							64 * 1024 * 1024, PGC_SUSET, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("evpipe.max_depth",
+							"Deepest nesting of arrays and objects accepted in an event payload and in schemas.",
+							NULL, &evpipe_max_depth, 64, 2, 1000, PGC_SUSET, 0,
+							NULL, NULL, NULL);
+	DefineCustomBoolVariable("evpipe.log_rejections",
+							 "Log one structured line per rejected ingest.",
+							 NULL, &evpipe_log_rejections, false, PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("evpipe.log_deliveries",
+							 "Log one structured line per successful delivery.",
+							 NULL, &evpipe_log_deliveries, false, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+	DefineCustomStringVariable("evpipe.database",
+							   "Database the delivery workers connect to.",
+							   NULL, &evpipe_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("evpipe.workers",
+							"Number of delivery workers.",
+							NULL, &evpipe_workers, 2, 0, EVPIPE_MAX_WORKERS,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("evpipe.max_in_flight",
+							"Concurrent requests per delivery worker.",
+							NULL, &evpipe_max_in_flight, 64, 1, 1024,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("evpipe.batch_size",
+							"Outbox rows a worker claims in one transaction.",
+							NULL, &evpipe_batch_size, 100, 1, 10000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("evpipe.lease_ms",
+							"How long a claimed outbox row stays leased to a worker before another may claim it.",
+							NULL, &evpipe_lease_ms, 60000, 1000,
+							24 * 3600 * 1000, PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("evpipe.tick_ms",
+							"Safety tick of an idle worker: how often it looks for due retries and expired leases.",
+							NULL, &evpipe_tick_ms, 1000, 10, 600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("evpipe.delivered_retention",
+							"How long delivered rows are kept in evpipe.delivered (0 keeps them forever).",
+							NULL, &evpipe_delivered_retention_s, 7 * 86400, 0,
+							INT_MAX, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("evpipe.max_destinations",
+							"Destinations tracked in shared memory for rate limits and pauses.",
+							NULL, &evpipe_max_destinations, 256, 16, 65536,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("evpipe");
+
+	if (!preloaded)
+	{
+		ereport(WARNING,
+				(errmsg("evpipe is not in shared_preload_libraries: events are accepted but nothing is delivered"),
+				 errhint("Add evpipe to shared_preload_libraries and restart the server.")));
+		return;
+	}
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = evpipe_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = evpipe_shmem_startup;
+
+	evpipe_worker_register_all();
+}
+
+/* SQL: evpipe._runtime(destination): rate and pause state from shmem. */
+PG_FUNCTION_INFO_V1(evpipe_runtime);
+Datum
+evpipe_runtime(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	TupleDesc	desc;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+	double		current_rate;
+	double		throttled_s;
+	TimestampTz paused_until;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "evpipe: return type must be a row type");
+	ep_rate_stats(name, &current_rate, &throttled_s, &paused_until);
+	values[0] = Float8GetDatum(current_rate);
+	values[1] = Float8GetDatum(throttled_s);
+	values[2] = TimestampTzGetDatum(paused_until);
+	nulls[2] = (paused_until <= GetCurrentTimestamp());
+	if (!evpipe_is_preloaded())
+		nulls[0] = nulls[1] = nulls[2] = true;
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc),
+													  values, nulls)));
+}

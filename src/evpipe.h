@@ -1,0 +1,72 @@
+/*-------------------------------------------------------------------------
+ *
+ * evpipe.h
+ *	  Declarations shared by the evpipe modules.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef EVPIPE_H
+#define EVPIPE_H
+
+#include "postgres.h"
+
+#include "port/atomics.h"
+#include "storage/lwlock.h"
+#include "utils/jsonb.h"
+
+#define EVPIPE_MAX_WORKERS 64
+
+/* GUCs (evpipe.c) */
+extern int	evpipe_max_event_bytes;
+extern int	evpipe_max_depth;
+extern bool evpipe_log_rejections;
+extern char *evpipe_database;
+extern int	evpipe_workers;
+extern int	evpipe_max_in_flight;
+extern int	evpipe_batch_size;
+extern int	evpipe_lease_ms;
+extern int	evpipe_tick_ms;
+extern int	evpipe_delivered_retention_s;
+extern int	evpipe_max_destinations;
+extern bool evpipe_log_deliveries;
+
+/* Per-worker slot in shared memory: no process-local pointers here. */
+typedef struct EvpipeWorkerSlot
+{
+	pg_atomic_uint32 pgprocno;	/* PGPROC index + 1 of the worker, 0 if none */
+	pg_atomic_uint32 pid;
+} EvpipeWorkerSlot;
+
+/* Shared state of the extension. */
+typedef struct EvpipeShared
+{
+	pg_atomic_uint32 wake_pending;	/* set by committing producers */
+	int			nworkers;
+	EvpipeWorkerSlot workers[EVPIPE_MAX_WORKERS];
+	/* rate limiter and counters follow (ratelimit.c, metrics) */
+} EvpipeShared;
+
+extern EvpipeShared *evpipe_shared;
+
+/* evpipe.c */
+extern void evpipe_request_wake(void);
+extern void evpipe_wake_workers_now(void);
+extern bool evpipe_is_preloaded(void);
+
+/* ingest.c */
+extern void evpipe_config_invalidate(void);
+
+/* worker.c */
+extern void evpipe_worker_register_all(void);
+PGDLLEXPORT extern void evpipe_worker_main(Datum arg);
+
+/* jsonutil.c */
+struct json_object;
+extern struct json_object *evpipe_jsonb_to_jsonc(JsonbContainer *container,
+												 int max_depth,
+												 int *depth_exceeded);
+extern bool evpipe_valid_event_id(const char *s, int len);
+extern bool evpipe_valid_traceparent(const char *s, int len);
+extern JsonbValue *evpipe_jsonb_get(JsonbContainer *container, const char *key);
+
+#endif							/* EVPIPE_H */

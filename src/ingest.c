@@ -1,0 +1,1340 @@
+/*-------------------------------------------------------------------------
+ *
+ * ingest.c
+ *	  evpipe.ingest(): validate, normalise, dedupe and route one event, and
+ *	  write it with its outbox rows in the caller's transaction.
+ *	  evpipe.route_explain(): the same decisions, explained, writing nothing.
+ *
+ *	  Configuration (event types, sources, routes) is cached per backend and
+ *	  dropped by a relcache invalidation that a trigger on the configuration
+ *	  tables sends at commit.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "pg_jsonc.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#include "evpipe.h"
+#include "jsonschema.h"
+
+PG_FUNCTION_INFO_V1(evpipe_ingest);
+PG_FUNCTION_INFO_V1(evpipe_route_explain);
+PG_FUNCTION_INFO_V1(evpipe_check_schema);
+
+/* Cached configuration */
+typedef struct EpTypeEntry
+{
+	char	   *name;
+	int			version;
+	bool		enabled;
+	Jsonb	   *schema;
+	EpSchema   *compiled;		/* malloc'd by jsonschema.c, built lazily */
+} EpTypeEntry;
+
+typedef struct EpSourceEntry
+{
+	char	   *source;
+	char	   *event_type;		/* NULL: no mapping, only role bindings */
+	char	   *id_field;
+	char	   *ts_field;
+	int			nroles;
+	char	  **roles;
+} EpSourceEntry;
+
+typedef struct EpRouteEntry
+{
+	int			id;
+	char	   *pattern;
+	bool		is_prefix;
+	int			prefix_len;
+	char	   *destination;
+	char	   *source;			/* NULL: any */
+	char	   *priority;		/* NULL: any */
+	bool		enabled;
+} EpRouteEntry;
+
+#define N_CONFIG_RELS 5
+
+static struct
+{
+	MemoryContext cxt;
+	bool		valid;
+	int			ntypes;
+	EpTypeEntry *types;
+	int			nsources;
+	EpSourceEntry *sources;
+	int			nroutes;
+	EpRouteEntry *routes;
+	Oid			relids[N_CONFIG_RELS];
+} config;
+
+static bool callback_registered = false;
+
+/* A validated, normalised event */
+typedef struct EpEvent
+{
+	Jsonb	   *envelope;		/* canonical envelope, as stored and sent */
+	char	   *event_id;
+	char	   *event_type;
+	char	   *source;
+	TimestampTz ts;
+	char	   *correlation_id;
+	char	   *priority;
+	char	   *traceparent;
+	EpTypeEntry *type;
+	EpSourceEntry *src;
+	const char *id_path;		/* where eventId came from, for messages */
+	const char *ts_path;
+	const char *payload_path;
+} EpEvent;
+
+/* The event id being ingested, for rejection logs. */
+static const char *current_event_id = NULL;
+static const char *current_source = NULL;
+
+static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr existing_plan = NULL;
+static SPIPlanPtr existing_dests_plan = NULL;
+
+/* Drop the cached configuration (relcache callback and explicit calls). */
+void
+evpipe_config_invalidate(void)
+{
+	config.valid = false;
+}
+
+/* Relcache callback: forget the configuration if one of its tables changed. */
+static void
+config_relcache_cb(Datum arg, Oid relid)
+{
+	int			i;
+
+	if (!config.valid)
+		return;
+	if (relid == InvalidOid)
+	{
+		config.valid = false;
+		return;
+	}
+	for (i = 0; i < N_CONFIG_RELS; i++)
+		if (config.relids[i] == relid)
+			config.valid = false;
+}
+
+/*
+ * Raise an ingest rejection: SQLSTATE, short message, and a detail naming the
+ * JSON path and the rule. Logs a structured line first when
+ * evpipe.log_rejections is on.
+ */
+static void
+pg_attribute_noreturn()
+reject(int sqlstate, const char *path, const char *rule, const char *extra,
+	   const char *hint, const char *fmt,...)
+{
+	char		msg[512];
+	va_list		ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+
+	if (evpipe_log_rejections)
+		ereport(LOG,
+				(errmsg("evpipe event=ingest_rejected sqlstate=%s event_id=%s source=%s path=%s rule=%s reason=\"%s\"",
+						unpack_sql_state(sqlstate),
+						current_event_id ? current_event_id : "-",
+						current_source ? current_source : "-",
+						path, rule, msg),
+				 errhidestmt(true)));
+	ereport(ERROR,
+			(errcode(sqlstate),
+			 errmsg_internal("%s", msg),
+			 extra ? errdetail_internal("Path %s, rule \"%s\": %s.", path, rule, extra)
+			 : errdetail_internal("Path %s, rule \"%s\".", path, rule),
+			 hint ? errhint("%s", hint) : 0));
+}
+
+static int
+cmp_types(const void *a, const void *b)
+{
+	return strcmp(((const EpTypeEntry *) a)->name,
+				  ((const EpTypeEntry *) b)->name);
+}
+
+static int
+cmp_sources(const void *a, const void *b)
+{
+	return strcmp(((const EpSourceEntry *) a)->source,
+				  ((const EpSourceEntry *) b)->source);
+}
+
+/* Copy a text column of the current SPI row into the config context. */
+static char *
+spi_text(HeapTuple tup, TupleDesc desc, int col)
+{
+	char	   *v = SPI_getvalue(tup, desc, col);
+	char	   *r;
+
+	if (v == NULL)
+		return NULL;
+	r = MemoryContextStrdup(config.cxt, v);
+	pfree(v);
+	return r;
+}
+
+/* Run a read-only configuration query; error if it fails. */
+static void
+spi_config_query(const char *sql)
+{
+	if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "evpipe: configuration query failed: %s", sql);
+}
+
+/* Load event types, sources and routes. Requires SPI to be connected. */
+static void
+config_load(void)
+{
+	static const char *const relnames[N_CONFIG_RELS] = {
+		"event_types", "sources", "source_roles", "routes", "destinations"};
+	Oid			nsp;
+	uint64		i;
+	int			j;
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(config_relcache_cb, (Datum) 0);
+		callback_registered = true;
+	}
+	if (config.cxt == NULL)
+		config.cxt = AllocSetContextCreate(CacheMemoryContext,
+										   "evpipe configuration",
+										   ALLOCSET_SMALL_SIZES);
+	for (j = 0; j < config.ntypes; j++)
+		if (config.types[j].compiled)
+			ep_schema_free(config.types[j].compiled);
+	MemoryContextReset(config.cxt);
+	memset(&config.ntypes, 0,
+		   sizeof(config) - offsetof(typeof(config), ntypes));
+
+	/* An invalidation arriving while we load makes us load again next time */
+	config.valid = true;
+
+	nsp = get_namespace_oid("evpipe", false);
+	for (j = 0; j < N_CONFIG_RELS; j++)
+		config.relids[j] = get_relname_relid(relnames[j], nsp);
+
+	spi_config_query("SELECT DISTINCT ON (event_type) event_type, version, enabled, schema "
+					 "FROM evpipe.event_types ORDER BY event_type, version DESC");
+	config.ntypes = (int) SPI_processed;
+	config.types = MemoryContextAllocZero(config.cxt,
+										  sizeof(EpTypeEntry) * (SPI_processed + 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		EpTypeEntry *t = &config.types[i];
+		bool		isnull;
+		MemoryContext old;
+
+		t->name = spi_text(tup, desc, 1);
+		t->version = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		t->enabled = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
+		old = MemoryContextSwitchTo(config.cxt);
+		t->schema = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull));
+		MemoryContextSwitchTo(old);
+	}
+	qsort(config.types, config.ntypes, sizeof(EpTypeEntry), cmp_types);
+
+	spi_config_query("SELECT s.source, s.event_type, s.id_field, s.timestamp_field, "
+					 "ARRAY(SELECT r.role_name::text FROM evpipe.source_roles r "
+					 "WHERE r.source = s.source ORDER BY 1) FROM evpipe.sources s");
+	config.nsources = (int) SPI_processed;
+	config.sources = MemoryContextAllocZero(config.cxt,
+											sizeof(EpSourceEntry) * (SPI_processed + 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		EpSourceEntry *s = &config.sources[i];
+		bool		isnull;
+		Datum		d;
+		Datum	   *elems;
+		bool	   *nulls;
+		int			n;
+		int			k;
+
+		s->source = spi_text(tup, desc, 1);
+		s->event_type = spi_text(tup, desc, 2);
+		s->id_field = spi_text(tup, desc, 3);
+		s->ts_field = spi_text(tup, desc, 4);
+		d = SPI_getbinval(tup, desc, 5, &isnull);
+		deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false,
+						  TYPALIGN_INT, &elems, &nulls, &n);
+		s->nroles = n;
+		s->roles = MemoryContextAllocZero(config.cxt, sizeof(char *) * (n + 1));
+		for (k = 0; k < n; k++)
+			s->roles[k] = MemoryContextStrdup(config.cxt,
+											  TextDatumGetCString(elems[k]));
+	}
+	qsort(config.sources, config.nsources, sizeof(EpSourceEntry), cmp_sources);
+
+	spi_config_query("SELECT id, event_type, destination, source, priority, enabled "
+					 "FROM evpipe.routes ORDER BY id");
+	config.nroutes = (int) SPI_processed;
+	config.routes = MemoryContextAllocZero(config.cxt,
+										   sizeof(EpRouteEntry) * (SPI_processed + 1));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		EpRouteEntry *r = &config.routes[i];
+		bool		isnull;
+		int			len;
+
+		r->id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		r->pattern = spi_text(tup, desc, 2);
+		r->destination = spi_text(tup, desc, 3);
+		r->source = spi_text(tup, desc, 4);
+		r->priority = spi_text(tup, desc, 5);
+		r->enabled = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
+		len = strlen(r->pattern);
+		r->is_prefix = (len > 0 && r->pattern[len - 1] == '*');
+		r->prefix_len = r->is_prefix ? len - 1 : len;
+	}
+}
+
+/* Make sure the configuration is loaded. Requires SPI. */
+static void
+config_ensure(void)
+{
+	if (!config.valid)
+		config_load();
+}
+
+static EpTypeEntry *
+find_type(const char *name)
+{
+	EpTypeEntry key;
+
+	key.name = (char *) name;
+	return bsearch(&key, config.types, config.ntypes, sizeof(EpTypeEntry),
+				   cmp_types);
+}
+
+static EpSourceEntry *
+find_source(const char *name)
+{
+	EpSourceEntry key;
+
+	key.source = (char *) name;
+	return bsearch(&key, config.sources, config.nsources,
+				   sizeof(EpSourceEntry), cmp_sources);
+}
+
+/* Convert a jsonb schema to json-c for the validator; NULL if too deep. */
+static struct json_object *
+schema_to_jsonc(Jsonb *schema)
+{
+	int			too_deep;
+
+	return evpipe_jsonb_to_jsonc(&schema->root, evpipe_max_depth * 2 + 8,
+								 &too_deep);
+}
+
+/* The compiled schema of a type's newest version, compiled on first use. */
+static EpSchema *
+type_schema(EpTypeEntry *t)
+{
+	struct json_object *obj;
+	EpSchemaError err;
+
+	if (t->compiled)
+		return t->compiled;
+	obj = schema_to_jsonc(t->schema);
+	if (obj == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("schema of event type \"%s\" version %d nests too deeply",
+						t->name, t->version),
+				 errhint("Raise evpipe.max_depth or register a flatter schema.")));
+	memset(&err, 0, sizeof(err));
+	t->compiled = ep_schema_compile(obj, evpipe_max_depth, &err);
+	json_object_put(obj);
+	if (t->compiled == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("schema of event type \"%s\" version %d is not valid",
+						t->name, t->version),
+				 errdetail_internal("Path %s, rule \"%s\": %s.", err.path,
+									err.rule, err.message)));
+	return t->compiled;
+}
+
+/* A jsonb string member as a C string, or a rejection naming its path. */
+static char *
+string_member(JsonbValue *v, const char *path, const char *name)
+{
+	if (v->type != jbvString)
+		reject(ERRCODE_INVALID_PARAMETER_VALUE, path, "type", NULL, NULL,
+			   "member \"%s\" must be a string", name);
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/* Whether a string has a control character (U+0000-U+001F, U+007F). */
+static bool
+has_control(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char) *s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
+}
+
+/* Number of Unicode characters in a UTF-8 string. */
+static int
+char_count(const char *s)
+{
+	return pg_mbstrlen(s);
+}
+
+/* Parse the timestamp member: RFC 3339 (ISO-8601 with a zone). */
+static TimestampTz
+parse_timestamp(const char *s, const char *path)
+{
+	if (!ep_format_valid("date-time", s, strlen(s)) ||
+		strncmp(s, "0000", 4) == 0)
+		reject(ERRCODE_INVALID_DATETIME_FORMAT, path, "format", NULL,
+			   "Use ISO-8601 with a zone, for example 2026-11-21T10:00:00Z.",
+			   "member \"timestamp\" is not an ISO-8601 timestamp with a zone");
+	return DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+												   CStringGetDatum(s),
+												   ObjectIdGetDatum(InvalidOid),
+												   Int32GetDatum(-1)));
+}
+
+/* Push a string (or null) member onto a jsonb being built. */
+static void
+push_str(JsonbParseState **ps, const char *key, const char *val)
+{
+	JsonbValue	k;
+	JsonbValue	v;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	pushJsonbValue(ps, WJB_KEY, &k);
+	if (val == NULL)
+		v.type = jbvNull;
+	else
+	{
+		v.type = jbvString;
+		v.val.string.val = (char *) val;
+		v.val.string.len = strlen(val);
+	}
+	pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+static void
+push_key(JsonbParseState **ps, const char *key)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	pushJsonbValue(ps, WJB_KEY, &k);
+}
+
+static void
+push_bool(JsonbParseState **ps, const char *key, bool b)
+{
+	JsonbValue	v;
+
+	push_key(ps, key);
+	v.type = jbvBool;
+	v.val.boolean = b;
+	pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+static void
+push_int(JsonbParseState **ps, const char *key, int i)
+{
+	JsonbValue	v;
+
+	push_key(ps, key);
+	v.type = jbvNumeric;
+	v.val.numeric = DatumGetNumeric(DirectFunctionCall1(int4_numeric,
+														Int32GetDatum(i)));
+	pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+/* Push an array of strings as a member. */
+static void
+push_str_array(JsonbParseState **ps, const char *key, List *items)
+{
+	ListCell   *lc;
+
+	push_key(ps, key);
+	pushJsonbValue(ps, WJB_BEGIN_ARRAY, NULL);
+	foreach(lc, items)
+	{
+		JsonbValue	v;
+		char	   *s = lfirst(lc);
+
+		v.type = jbvString;
+		v.val.string.val = s;
+		v.val.string.len = strlen(s);
+		pushJsonbValue(ps, WJB_ELEM, &v);
+	}
+	pushJsonbValue(ps, WJB_END_ARRAY, NULL);
+}
+
+/*
+ * Normalise the event of a mapped source: eventId and timestamp from the
+ * configured members, eventType and source from the registration, every
+ * other member becomes the payload.
+ */
+static Jsonb *
+normalise_mapped(Jsonb *raw, EpSourceEntry *src, EpEvent *ev)
+{
+	JsonbParseState *ps = NULL;
+	JsonbIterator *it;
+	JsonbValue	k;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	JsonbValue *idv;
+	JsonbValue *tsv;
+	JsonbValue *res;
+	char	   *id;
+	char	   *ts;
+	char		idpath[160];
+	char		tspath[160];
+
+	snprintf(idpath, sizeof(idpath), "$.%s", src->id_field);
+	snprintf(tspath, sizeof(tspath), "$.%s", src->ts_field);
+	ev->id_path = pstrdup(idpath);
+	ev->ts_path = pstrdup(tspath);
+	ev->payload_path = "$";
+
+	idv = evpipe_jsonb_get(&raw->root, src->id_field);
+	if (idv == NULL)
+		reject(ERRCODE_SQL_JSON_MEMBER_NOT_FOUND, idpath, "required", NULL,
+			   NULL, "member \"%s\" (the eventId of source \"%s\") is missing",
+			   src->id_field, src->source);
+	id = NULL;
+	if (idv->type == jbvNumeric)
+	{
+		id = DatumGetCString(DirectFunctionCall1(numeric_out,
+												 NumericGetDatum(idv->val.numeric)));
+		if (strpbrk(id, ".eE") != NULL)
+			id = NULL;
+	}
+	if (id != NULL)
+		 /* an integer id */ ;
+	else if (idv->type == jbvString)
+		id = pnstrdup(idv->val.string.val, idv->val.string.len);
+	else
+		reject(ERRCODE_INVALID_PARAMETER_VALUE, idpath, "type", NULL, NULL,
+			   "member \"%s\" must be a string or an integer", src->id_field);
+	current_event_id = id;
+
+	tsv = evpipe_jsonb_get(&raw->root, src->ts_field);
+	if (tsv == NULL)
+		reject(ERRCODE_SQL_JSON_MEMBER_NOT_FOUND, tspath, "required", NULL,
+			   NULL, "member \"%s\" (the timestamp of source \"%s\") is missing",
+			   src->ts_field, src->source);
+	ts = string_member(tsv, tspath, src->ts_field);
+
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_str(&ps, "eventId", id);
+	push_str(&ps, "eventType", src->event_type);
+	push_str(&ps, "source", src->source);
+	push_str(&ps, "timestamp", ts);
+	push_key(&ps, "payload");
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	it = JsonbIteratorInit(&raw->root);
+	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		if (tok != WJB_KEY)
+			continue;
+		tok = JsonbIteratorNext(&it, &v, true);
+		if ((k.val.string.len == strlen(src->id_field) &&
+			 memcmp(k.val.string.val, src->id_field, k.val.string.len) == 0) ||
+			(k.val.string.len == strlen(src->ts_field) &&
+			 memcmp(k.val.string.val, src->ts_field, k.val.string.len) == 0))
+			continue;
+		pushJsonbValue(&ps, WJB_KEY, &k);
+		pushJsonbValue(&ps, WJB_VALUE, &v);
+	}
+	pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+	res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(res);
+}
+
+/* Reject unless the caller may ingest as this source. */
+static void
+check_source_allowed(EpSourceEntry *src, Oid caller)
+{
+	int			i;
+
+	if (src == NULL || src->nroles == 0 || superuser_arg(caller))
+		return;
+	for (i = 0; i < src->nroles; i++)
+	{
+		Oid			r = get_role_oid(src->roles[i], true);
+
+		if (OidIsValid(r) && has_privs_of_role(caller, r))
+			return;
+	}
+	if (evpipe_log_rejections)
+		ereport(LOG,
+				(errmsg("evpipe event=ingest_rejected sqlstate=42501 event_id=%s source=%s reason=\"source bound to other roles\"",
+						current_event_id ? current_event_id : "-", src->source),
+				 errhidestmt(true)));
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied to ingest as source \"%s\"", src->source),
+			 errdetail("The source is bound to roles that the current role is not a member of."),
+			 errhint("An evpipe_admin can allow it with evpipe.bind_source().")));
+}
+
+/*
+ * Validate and normalise an event; fills *ev. The first failure raises an
+ * error (class 22, or 42501 for a source bound to other roles).
+ */
+static void
+prepare_event(Jsonb *raw, const char *source_arg, Oid caller, EpEvent *ev)
+{
+	static const char *const members[] = {
+		"eventId", "eventType", "source", "payload", "timestamp",
+		"correlationId", "priority", "traceparent"};
+	JsonbValue *vals[lengthof(members)];
+	Jsonb	   *env = raw;
+	JsonbIterator *it;
+	JsonbValue	k;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	EpSourceEntry *src = NULL;
+	struct json_object *payload;
+	EpSchemaError err;
+	int			too_deep;
+	int			i;
+	char	   *timestamp;
+
+	memset(ev, 0, sizeof(*ev));
+	ev->id_path = "$.eventId";
+	ev->ts_path = "$.timestamp";
+	ev->payload_path = "$.payload";
+	current_event_id = NULL;
+	current_source = source_arg;
+
+	if (JB_ROOT_IS_SCALAR(raw) || !JB_ROOT_IS_OBJECT(raw))
+		reject(ERRCODE_SQL_JSON_OBJECT_NOT_FOUND, "$", "type", NULL,
+			   "Send one event as a JSON object.",
+			   "event must be a JSON object");
+
+	/* size of the JSON text; text is at most 6 bytes per binary byte */
+	if ((int64) VARSIZE(raw) * 6 + 64 > evpipe_max_event_bytes)
+	{
+		char	   *text = JsonbToCString(NULL, &raw->root, VARSIZE(raw));
+		size_t		len = strlen(text);
+
+		pfree(text);
+		if (len > (size_t) evpipe_max_event_bytes)
+		{
+			char		extra[96];
+
+			snprintf(extra, sizeof(extra), "%zu bytes, the limit is %d",
+					 len, evpipe_max_event_bytes);
+			reject(ERRCODE_STRING_DATA_RIGHT_TRUNCATION, "$", "maxBytes", extra,
+				   "The limit is evpipe.max_event_bytes.", "event is too large");
+		}
+	}
+
+	if (source_arg != NULL)
+	{
+		src = find_source(source_arg);
+		if (src == NULL)
+			reject(ERRCODE_INVALID_PARAMETER_VALUE, "source", "registered",
+				   NULL, "Register it with evpipe.register_source().",
+				   "source \"%s\" is not registered", source_arg);
+		if (src->event_type != NULL)
+			env = normalise_mapped(raw, src, ev);
+	}
+
+	/* members: unknown ones first, then required ones */
+	memset(vals, 0, sizeof(vals));
+	it = JsonbIteratorInit(&env->root);
+	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		bool		known = false;
+
+		if (tok != WJB_KEY)
+			continue;
+		tok = JsonbIteratorNext(&it, &v, true);
+		for (i = 0; i < lengthof(members); i++)
+		{
+			if (k.val.string.len == strlen(members[i]) &&
+				memcmp(k.val.string.val, members[i], k.val.string.len) == 0)
+			{
+				vals[i] = palloc(sizeof(JsonbValue));
+				*vals[i] = v;
+				known = true;
+				break;
+			}
+		}
+		if (!known)
+		{
+			char		path[200];
+			char	   *name = pnstrdup(k.val.string.val,
+										Min(k.val.string.len, 64));
+
+			snprintf(path, sizeof(path), "$[%s]",
+					 quote_literal_cstr(name));
+			reject(ERRCODE_INVALID_PARAMETER_VALUE, path,
+				   "additionalProperties", NULL,
+				   "Envelope members are eventId, eventType, source, payload, timestamp, correlationId, priority and traceparent.",
+				   "unknown member \"%s\" in event", name);
+		}
+	}
+	for (i = 0; i < 5; i++)
+	{
+		if (vals[i] == NULL)
+		{
+			char		path[64];
+
+			snprintf(path, sizeof(path), "$.%s", members[i]);
+			reject(ERRCODE_SQL_JSON_MEMBER_NOT_FOUND, path, "required", NULL,
+				   NULL, "member \"%s\" is missing", members[i]);
+		}
+	}
+
+	/* eventId */
+	if (vals[0]->type != jbvString)
+		reject(ERRCODE_INVALID_PARAMETER_VALUE, ev->id_path, "type", NULL, NULL,
+			   "member \"eventId\" must be a string");
+	if (!evpipe_valid_event_id(vals[0]->val.string.val, vals[0]->val.string.len))
+		reject(ERRCODE_INVALID_TEXT_REPRESENTATION, ev->id_path, "pattern",
+			   "1-128 characters from [A-Za-z0-9._:-]",
+			   "A UUID is a good eventId.", "member \"eventId\" is not a valid event id");
+	ev->event_id = pnstrdup(vals[0]->val.string.val, vals[0]->val.string.len);
+	current_event_id = ev->event_id;
+
+	/* eventType: a string here, registration checked below */
+	ev->event_type = string_member(vals[1], "$.eventType", "eventType");
+
+	/* source */
+	ev->source = string_member(vals[2], "$.source", "source");
+	if (ev->source[0] == '\0' || char_count(ev->source) > 128 ||
+		has_control(ev->source))
+		reject(ERRCODE_INVALID_PARAMETER_VALUE, "$.source", "pattern",
+			   "1-128 characters, no control characters", NULL,
+			   "member \"source\" is not a valid source name");
+	current_source = ev->source;
+	if (source_arg != NULL && strcmp(source_arg, ev->source) != 0)
+		reject(ERRCODE_INVALID_PARAMETER_VALUE, "$.source", "const", NULL,
+			   "Leave the source argument out, or make it match the envelope.",
+			   "member \"source\" does not match the source argument \"%s\"",
+			   source_arg);
+
+	/* payload */
+	if (vals[3]->type != jbvBinary || !JsonContainerIsObject(vals[3]->val.binary.data))
+		reject(ERRCODE_INVALID_PARAMETER_VALUE, ev->payload_path, "type", NULL,
+			   NULL, "member \"payload\" must be a JSON object");
+
+	/* timestamp */
+	timestamp = string_member(vals[4], ev->ts_path, "timestamp");
+	ev->ts = parse_timestamp(timestamp, ev->ts_path);
+
+	/* optional members */
+	if (vals[5] != NULL)
+	{
+		ev->correlation_id = string_member(vals[5], "$.correlationId",
+										   "correlationId");
+		if (ev->correlation_id[0] == '\0' ||
+			char_count(ev->correlation_id) > 128 ||
+			has_control(ev->correlation_id))
+			reject(ERRCODE_INVALID_PARAMETER_VALUE, "$.correlationId", "pattern",
+				   "1-128 characters, no control characters", NULL,
+				   "member \"correlationId\" is not valid");
+	}
+	if (vals[6] != NULL)
+	{
+		const char *p;
+
+		ev->priority = string_member(vals[6], "$.priority", "priority");
+		for (p = ev->priority; *p; p++)
+			if (!isalnum((unsigned char) *p) && *p != '_' && *p != '-')
+				break;
+		if (*p != '\0' || p == ev->priority || p - ev->priority > 32)
+			reject(ERRCODE_INVALID_PARAMETER_VALUE, "$.priority", "pattern",
+				   "1-32 characters from [A-Za-z0-9_-]", NULL,
+				   "member \"priority\" is not valid");
+	}
+	if (vals[7] != NULL)
+	{
+		ev->traceparent = string_member(vals[7], "$.traceparent", "traceparent");
+		if (!evpipe_valid_traceparent(ev->traceparent, strlen(ev->traceparent)))
+			reject(ERRCODE_INVALID_PARAMETER_VALUE, "$.traceparent", "format",
+				   "W3C trace context: 00-<32 hex>-<16 hex>-<2 hex>",
+				   NULL, "member \"traceparent\" is not a valid W3C traceparent");
+	}
+
+	/* the source may be bound to roles */
+	if (src == NULL)
+		src = find_source(ev->source);
+	ev->src = src;
+	check_source_allowed(src, caller);
+
+	/* eventType registered and enabled */
+	ev->type = find_type(ev->event_type);
+	if (ev->type == NULL)
+		reject(ERRCODE_INVALID_PARAMETER_VALUE, "$.eventType", "registered",
+			   NULL, "An evpipe_admin registers types with evpipe.register_event_type().",
+			   "event type \"%s\" is not registered",
+			   pnstrdup(ev->event_type, Min(strlen(ev->event_type), 128)));
+	if (!ev->type->enabled)
+		reject(ERRCODE_INVALID_PARAMETER_VALUE, "$.eventType", "registered",
+			   NULL, NULL, "event type \"%s\" is disabled", ev->event_type);
+
+	/* payload against the type's schema */
+	payload = evpipe_jsonb_to_jsonc(vals[3]->val.binary.data, evpipe_max_depth,
+									&too_deep);
+	if (payload == NULL)
+	{
+		char		extra[64];
+
+		snprintf(extra, sizeof(extra), "nesting deeper than %d levels",
+				 evpipe_max_depth);
+		reject(ERRCODE_INVALID_PARAMETER_VALUE, ev->payload_path, "depth", extra,
+			   "The limit is evpipe.max_depth.", "event payload nests too deeply");
+	}
+	memset(&err, 0, sizeof(err));
+	if (!ep_schema_validate(type_schema(ev->type), payload, ev->payload_path,
+							evpipe_max_depth, &err))
+	{
+		json_object_put(payload);
+		reject(ERRCODE_INVALID_PARAMETER_VALUE, err.path, err.rule, err.message,
+			   NULL, "event payload does not match the schema of \"%s\" version %d",
+			   ev->event_type, ev->type->version);
+	}
+	json_object_put(payload);
+
+	ev->envelope = env;
+}
+
+/* Whether a route matches an event; *why explains the decision. */
+static bool
+route_matches(EpRouteEntry *r, EpEvent *ev, char **why)
+{
+	if (!r->enabled)
+	{
+		*why = "rule is disabled";
+		return false;
+	}
+	if (r->is_prefix)
+	{
+		if (strncmp(ev->event_type, r->pattern, r->prefix_len) != 0)
+		{
+			*why = psprintf("event type %s does not start with %.*s",
+							ev->event_type, r->prefix_len, r->pattern);
+			return false;
+		}
+	}
+	else if (strcmp(ev->event_type, r->pattern) != 0)
+	{
+		*why = psprintf("event type %s is not %s", ev->event_type, r->pattern);
+		return false;
+	}
+	if (r->source && strcmp(r->source, ev->source) != 0)
+	{
+		*why = psprintf("source %s is not %s", ev->source, r->source);
+		return false;
+	}
+	if (r->priority && (ev->priority == NULL || strcmp(r->priority, ev->priority) != 0))
+	{
+		*why = ev->priority ? psprintf("priority %s is not %s", ev->priority, r->priority)
+			: psprintf("event has no priority, rule needs %s", r->priority);
+		return false;
+	}
+	*why = psprintf("event type %s %s %s%s%s%s%s",
+					ev->event_type, r->is_prefix ? "matches prefix" : "is",
+					r->pattern,
+					r->source ? ", source is " : "", r->source ? r->source : "",
+					r->priority ? ", priority is " : "",
+					r->priority ? r->priority : "");
+	return true;
+}
+
+/* Destinations of an event in rule order, without repeats. */
+static List *
+route_event(EpEvent *ev)
+{
+	List	   *dests = NIL;
+	int			i;
+
+	for (i = 0; i < config.nroutes; i++)
+	{
+		EpRouteEntry *r = &config.routes[i];
+		char	   *why;
+		ListCell   *lc;
+		bool		seen = false;
+
+		if (!route_matches(r, ev, &why))
+			continue;
+		foreach(lc, dests)
+			if (strcmp(lfirst(lc), r->destination) == 0)
+				seen = true;
+		if (!seen)
+			dests = lappend(dests, r->destination);
+	}
+	return dests;
+}
+
+/* The owner of a function: ingest runs its writes as the extension owner. */
+static Oid
+function_owner(Oid fn_oid)
+{
+	static Oid	cached_fn = InvalidOid;
+	static Oid	cached_owner = InvalidOid;
+	HeapTuple	tup;
+
+	if (fn_oid == cached_fn)
+		return cached_owner;
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn_oid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", fn_oid);
+	cached_owner = ((Form_pg_proc) GETSTRUCT(tup))->proowner;
+	cached_fn = fn_oid;
+	ReleaseSysCache(tup);
+	return cached_owner;
+}
+
+/* Prepare and keep a plan. */
+static SPIPlanPtr
+keep_plan(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
+
+	if (p == NULL)
+		elog(ERROR, "evpipe: SPI_prepare failed: %s",
+			 SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(p) != 0)
+		elog(ERROR, "evpipe: SPI_keepplan failed");
+	return p;
+}
+
+/* A text[] datum from a list of C strings. */
+static Datum
+text_array(List *items)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(items), 1));
+	ListCell   *lc;
+	int			n = 0;
+
+	foreach(lc, items)
+		elems[n++] = CStringGetTextDatum(lfirst(lc));
+	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false,
+										   TYPALIGN_INT));
+}
+
+static Datum
+text_or_null(const char *s, char *nulls, int i)
+{
+	if (s == NULL)
+	{
+		nulls[i] = 'n';
+		return (Datum) 0;
+	}
+	return CStringGetTextDatum(s);
+}
+
+/*
+ * Insert the event and its outbox rows in one statement; returns true if
+ * the event was new.
+ */
+static bool
+insert_event(EpEvent *ev, List *dests, Oid caller)
+{
+	Datum		values[11];
+	char		nulls[12];
+	int			rc;
+	bool		isnull;
+
+	if (insert_plan == NULL)
+	{
+		Oid			types[11] = {TEXTOID, TEXTOID, INT4OID, TEXTOID,
+			TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, NAMEOID,
+		TEXTARRAYOID};
+
+		insert_plan = keep_plan(
+								"WITH e AS ("
+								" INSERT INTO evpipe.events AS ev (event_id, event_type, schema_version, source,"
+								"  event_time, correlation_id, priority, traceparent, event, ingested_by)"
+								" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+								" ON CONFLICT (event_id) DO NOTHING RETURNING ev.event_id),"
+								" o AS ("
+								" INSERT INTO evpipe.outbox (event_id, destination)"
+								" SELECT e.event_id, d.d FROM e,"
+								"  pg_catalog.unnest($11) WITH ORDINALITY AS d(d, n) ORDER BY d.n"
+								" RETURNING 1)"
+								" SELECT pg_catalog.count(*) FROM e",
+								11, types);
+	}
+	memset(nulls, ' ', sizeof(nulls));
+	nulls[11] = '\0';
+	values[0] = CStringGetTextDatum(ev->event_id);
+	values[1] = CStringGetTextDatum(ev->event_type);
+	values[2] = Int32GetDatum(ev->type->version);
+	values[3] = CStringGetTextDatum(ev->source);
+	values[4] = TimestampTzGetDatum(ev->ts);
+	values[5] = text_or_null(ev->correlation_id, nulls, 5);
+	values[6] = text_or_null(ev->priority, nulls, 6);
+	values[7] = text_or_null(ev->traceparent, nulls, 7);
+	values[8] = JsonbPGetDatum(ev->envelope);
+	values[9] = DirectFunctionCall1(namein,
+									CStringGetDatum(GetUserNameFromId(caller, false)));
+	values[10] = text_array(dests);
+
+	rc = SPI_execute_plan(insert_plan, values, nulls, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "evpipe: inserting the event failed: %s",
+			 SPI_result_code_string(rc));
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 1, &isnull)) > 0;
+}
+
+/* The stored envelope of an event id, or NULL. */
+static Jsonb *
+existing_event(const char *event_id)
+{
+	Datum		values[1];
+	bool		isnull;
+	Datum		d;
+	int			rc;
+
+	if (existing_plan == NULL)
+	{
+		Oid			types[1] = {TEXTOID};
+
+		existing_plan = keep_plan("SELECT event FROM evpipe.events WHERE event_id = $1",
+								  1, types);
+	}
+	values[0] = CStringGetTextDatum(event_id);
+	rc = SPI_execute_plan(existing_plan, values, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "evpipe: looking up event failed: %s",
+			 SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		return NULL;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return DatumGetJsonbP(d);
+}
+
+/* Destinations recorded for an event that was ingested before. */
+static List *
+existing_destinations(const char *event_id)
+{
+	Datum		values[1];
+	List	   *dests = NIL;
+	uint64		i;
+	int			rc;
+
+	if (existing_dests_plan == NULL)
+	{
+		Oid			types[1] = {TEXTOID};
+
+		existing_dests_plan = keep_plan(
+										"SELECT destination FROM evpipe.outbox WHERE event_id = $1"
+										" UNION SELECT destination FROM evpipe.delivered WHERE event_id = $1"
+										" UNION SELECT destination FROM evpipe.dead_letters WHERE event_id = $1"
+										" ORDER BY 1", 1, types);
+	}
+	values[0] = CStringGetTextDatum(event_id);
+	rc = SPI_execute_plan(existing_dests_plan, values, NULL, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "evpipe: looking up destinations failed");
+	for (i = 0; i < SPI_processed; i++)
+		dests = lappend(dests, SPI_getvalue(SPI_tuptable->vals[i],
+											SPI_tuptable->tupdesc, 1));
+	return dests;
+}
+
+/* Answer of ingest. */
+static Jsonb *
+ingest_result(const char *event_id, const char *status, List *dests)
+{
+	JsonbParseState *ps = NULL;
+	JsonbValue *res;
+
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_str(&ps, "eventId", event_id);
+	push_str(&ps, "status", status);
+	push_str_array(&ps, "destinations", dests);
+	res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(res);
+}
+
+/*
+ * Handle an event id that exists already: the same content is a duplicate
+ * (nothing written, nothing raised); other content is a conflict (23505).
+ */
+static Jsonb *
+handle_existing(EpEvent *ev, Jsonb *stored)
+{
+	if (!DatumGetBool(DirectFunctionCall2(jsonb_eq, JsonbPGetDatum(stored),
+										  JsonbPGetDatum(ev->envelope))))
+	{
+		if (evpipe_log_rejections)
+			ereport(LOG,
+					(errmsg("evpipe event=ingest_rejected sqlstate=23505 event_id=%s source=%s reason=\"event id reused with other content\"",
+							ev->event_id, ev->source),
+					 errhidestmt(true)));
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("event \"%s\" already exists with different content",
+						ev->event_id),
+				 errdetail("Path $.eventId, rule \"unique\": an eventId identifies one event, and a retry must send the same content."),
+				 errhint("Use a new eventId for a new event.")));
+	}
+	return ingest_result(ev->event_id, "duplicate",
+						 existing_destinations(ev->event_id));
+}
+
+/* Mark the answer 202 Accepted when called through PostgREST. */
+static void
+set_postgrest_status(void)
+{
+	const char *method = GetConfigOption("request.method", true, false);
+
+	if (method != NULL && method[0] != '\0')
+		(void) set_config_option("response.status", "202", PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0,
+								 false);
+}
+
+/* SQL: evpipe.ingest(event jsonb, source text DEFAULT NULL) RETURNS jsonb */
+Datum
+evpipe_ingest(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *raw;
+	char	   *source_arg = NULL;
+	Oid			caller = GetUserId();
+	Oid			save_userid;
+	int			save_sec;
+	EpEvent		ev;
+	List	   *dests;
+	Jsonb	   *result;
+	MemoryContext caller_cxt = CurrentMemoryContext;
+
+	if (PG_ARGISNULL(0))
+		reject(ERRCODE_NULL_VALUE_NOT_ALLOWED, "$", "type", NULL, NULL,
+			   "event must not be null");
+	raw = PG_GETARG_JSONB_P(0);
+	if (!PG_ARGISNULL(1))
+		source_arg = text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(function_owner(fcinfo->flinfo->fn_oid),
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "evpipe: SPI_connect failed");
+	config_ensure();
+
+	prepare_event(raw, source_arg, caller, &ev);
+	dests = route_event(&ev);
+
+	if (dests == NIL)
+	{
+		Jsonb	   *stored = existing_event(ev.event_id);
+
+		if (stored != NULL)
+			result = handle_existing(&ev, stored);
+		else
+		{
+			char		extra[300];
+
+			snprintf(extra, sizeof(extra), "event type %s, source %s, priority %s",
+					 ev.event_type, ev.source,
+					 ev.priority ? ev.priority : "(none)");
+			reject(ERRCODE_INVALID_PARAMETER_VALUE, "$.eventType", "route",
+				   extra,
+				   "An evpipe_admin adds routes with evpipe.add_route(); evpipe.route_explain() shows the rules.",
+				   "no route matches event type \"%s\"", ev.event_type);
+		}
+	}
+	else if (insert_event(&ev, dests, caller))
+	{
+		result = ingest_result(ev.event_id, "accepted", dests);
+		evpipe_request_wake();
+		set_postgrest_status();
+	}
+	else
+	{
+		Jsonb	   *stored = existing_event(ev.event_id);
+
+		if (stored == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("event \"%s\" was changed concurrently", ev.event_id),
+					 errhint("Retry the call.")));
+		result = handle_existing(&ev, stored);
+	}
+
+	/* copy the answer out of SPI's memory */
+	{
+		MemoryContext old = MemoryContextSwitchTo(caller_cxt);
+
+		result = (Jsonb *) PG_DETOAST_DATUM_COPY(JsonbPGetDatum(result));
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	SetUserIdAndSecContext(save_userid, save_sec);
+	current_event_id = NULL;
+	current_source = NULL;
+	PG_RETURN_JSONB_P(result);
+}
+
+/*
+ * SQL: evpipe.route_explain(event jsonb, source text DEFAULT NULL)
+ * Validates the event like ingest and lists every rule with whether it
+ * matches and why. Writes nothing.
+ */
+Datum
+evpipe_route_explain(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *raw;
+	char	   *source_arg = NULL;
+	Oid			caller = GetUserId();
+	Oid			save_userid;
+	int			save_sec;
+	EpEvent		ev;
+	JsonbParseState *ps = NULL;
+	JsonbValue *res;
+	Jsonb	   *result;
+	List	   *dests;
+	int			i;
+	MemoryContext caller_cxt = CurrentMemoryContext;
+
+	if (PG_ARGISNULL(0))
+		reject(ERRCODE_NULL_VALUE_NOT_ALLOWED, "$", "type", NULL, NULL,
+			   "event must not be null");
+	raw = PG_GETARG_JSONB_P(0);
+	if (!PG_ARGISNULL(1))
+		source_arg = text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(function_owner(fcinfo->flinfo->fn_oid),
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "evpipe: SPI_connect failed");
+	config_ensure();
+	prepare_event(raw, source_arg, caller, &ev);
+	dests = route_event(&ev);
+
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_str(&ps, "eventId", ev.event_id);
+	push_str(&ps, "eventType", ev.event_type);
+	push_str(&ps, "source", ev.source);
+	push_str(&ps, "priority", ev.priority);
+	push_int(&ps, "schemaVersion", ev.type->version);
+	push_str_array(&ps, "destinations", dests);
+	push_key(&ps, "rules");
+	pushJsonbValue(&ps, WJB_BEGIN_ARRAY, NULL);
+	for (i = 0; i < config.nroutes; i++)
+	{
+		EpRouteEntry *r = &config.routes[i];
+		char	   *why;
+		bool		m = route_matches(r, &ev, &why);
+		int			j;
+
+		/* a destination already added by an earlier rule is not added twice */
+		for (j = 0; m && j < i; j++)
+		{
+			char	   *w;
+
+			if (strcmp(config.routes[j].destination, r->destination) == 0 &&
+				route_matches(&config.routes[j], &ev, &w))
+			{
+				why = psprintf("%s; destination already added by rule %d",
+							   why, config.routes[j].id);
+				break;
+			}
+		}
+		pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+		push_int(&ps, "id", r->id);
+		push_str(&ps, "eventType", r->pattern);
+		push_str(&ps, "source", r->source);
+		push_str(&ps, "priority", r->priority);
+		push_str(&ps, "destination", r->destination);
+		push_bool(&ps, "enabled", r->enabled);
+		push_bool(&ps, "matched", m);
+		push_str(&ps, "reason", why);
+		pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+	}
+	pushJsonbValue(&ps, WJB_END_ARRAY, NULL);
+	res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+	result = JsonbValueToJsonb(res);
+
+	{
+		MemoryContext old = MemoryContextSwitchTo(caller_cxt);
+
+		result = (Jsonb *) PG_DETOAST_DATUM_COPY(JsonbPGetDatum(result));
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	SetUserIdAndSecContext(save_userid, save_sec);
+	current_event_id = NULL;
+	current_source = NULL;
+	PG_RETURN_JSONB_P(result);
+}
+
+/* SQL: evpipe._check_schema(schema jsonb): raise if the schema is invalid. */
+Datum
+evpipe_check_schema(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *schema = PG_GETARG_JSONB_P(0);
+	struct json_object *obj;
+	EpSchema   *compiled;
+	EpSchemaError err;
+
+	obj = schema_to_jsonc(schema);
+	if (obj == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid JSON Schema: it nests too deeply"),
+				 errdetail("Path $, rule \"depth\": deeper than evpipe.max_depth (%d) schema levels.",
+						   evpipe_max_depth)));
+	memset(&err, 0, sizeof(err));
+	compiled = ep_schema_compile(obj, evpipe_max_depth, &err);
+	json_object_put(obj);
+	if (compiled == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid JSON Schema: %s", err.message),
+				 errdetail_internal("Path %s, rule \"%s\".", err.path, err.rule)));
+	ep_schema_free(compiled);
+	PG_RETURN_VOID();
+}

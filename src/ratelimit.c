@@ -1,0 +1,259 @@
+/*-------------------------------------------------------------------------
+ *
+ * ratelimit.c
+ *	  Per-destination rate limits and pauses in shared memory, shared by all
+ *	  delivery workers.
+ *
+ *	  The limit spaces sends evenly (a generic cell rate algorithm): send n
+ *	  may start no earlier than the "theoretical arrival time" tat, which
+ *	  advances by 1/rate per send; a burst of b lets tat run (b - 1)/rate
+ *	  ahead of now. Unlike a bucket that refills a whole second at once, this
+ *	  never lets two windows' worth through at a window's edge.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/timestamp.h"
+
+#include "evpipe.h"
+#include "ratelimit.h"
+
+#define SLOT_NAME_LEN 72
+#define RATE_WINDOW 8			/* one-second buckets kept for the current rate */
+
+typedef struct RateSlot
+{
+	slock_t		mutex;
+	bool		used;
+	char		name[SLOT_NAME_LEN];
+	TimestampTz tat;			/* theoretical arrival time of the next send */
+	TimestampTz paused_until;
+	int64		throttled_us;	/* total time sends waited for the limit */
+	int64		bucket_sec[RATE_WINDOW];
+	int64		bucket_count[RATE_WINDOW];
+} RateSlot;
+
+typedef struct RateShared
+{
+	slock_t		mutex;			/* protects slot allocation */
+	int			nslots;
+	RateSlot	slots[FLEXIBLE_ARRAY_MEMBER];
+} RateShared;
+
+static RateShared *rate = NULL;
+
+/* Shared memory needed for evpipe.max_destinations slots. */
+Size
+ep_rate_shmem_size(void)
+{
+	return add_size(offsetof(RateShared, slots),
+					mul_size(sizeof(RateSlot), evpipe_max_destinations));
+}
+
+/* Attach (and on first use initialise) the shared slots. */
+void
+ep_rate_shmem_init(void *base, bool found)
+{
+	rate = (RateShared *) base;
+	if (!found)
+	{
+		int			i;
+
+		memset(rate, 0, ep_rate_shmem_size());
+		SpinLockInit(&rate->mutex);
+		rate->nslots = evpipe_max_destinations;
+		for (i = 0; i < rate->nslots; i++)
+			SpinLockInit(&rate->slots[i].mutex);
+	}
+}
+
+/* Find or create the slot of a destination. */
+int
+ep_rate_slot(const char *name)
+{
+	int			i;
+	int			free_slot = -1;
+
+	if (rate == NULL)
+		return -1;
+	SpinLockAcquire(&rate->mutex);
+	for (i = 0; i < rate->nslots; i++)
+	{
+		if (rate->slots[i].used &&
+			strncmp(rate->slots[i].name, name, SLOT_NAME_LEN) == 0)
+		{
+			SpinLockRelease(&rate->mutex);
+			return i;
+		}
+		if (!rate->slots[i].used && free_slot < 0)
+			free_slot = i;
+	}
+	if (free_slot >= 0)
+	{
+		RateSlot   *s = &rate->slots[free_slot];
+
+		s->used = true;
+		strlcpy(s->name, name, SLOT_NAME_LEN);
+		s->tat = 0;
+		s->paused_until = 0;
+		s->throttled_us = 0;
+		memset(s->bucket_sec, 0, sizeof(s->bucket_sec));
+		memset(s->bucket_count, 0, sizeof(s->bucket_count));
+	}
+	SpinLockRelease(&rate->mutex);
+	return free_slot;
+}
+
+/* Count sends in per-second buckets (caller holds the slot mutex). */
+static void
+count_sends(RateSlot *s, TimestampTz at, int n)
+{
+	int64		sec = at / USECS_PER_SEC;
+	int			b = (int) (sec % RATE_WINDOW);
+
+	if (s->bucket_sec[b] != sec)
+	{
+		s->bucket_sec[b] = sec;
+		s->bucket_count[b] = 0;
+	}
+	s->bucket_count[b] += n;
+}
+
+/* Reserve spaced send times; see ratelimit.h. */
+int
+ep_rate_reserve(int slot, double per_sec, int burst, int want,
+				int horizon_ms, int64 *offsets_us)
+{
+	RateSlot   *s;
+	TimestampTz now = GetCurrentTimestamp();
+	int			n = 0;
+
+	if (want <= 0)
+		return 0;
+	if (slot < 0 || rate == NULL)
+	{
+		for (n = 0; n < want; n++)
+			offsets_us[n] = 0;
+		return want;
+	}
+	s = &rate->slots[slot];
+	SpinLockAcquire(&s->mutex);
+	if (s->paused_until > now)
+	{
+		SpinLockRelease(&s->mutex);
+		return 0;
+	}
+	if (per_sec <= 0)
+	{
+		for (n = 0; n < want; n++)
+			offsets_us[n] = 0;
+		count_sends(s, now, want);
+		SpinLockRelease(&s->mutex);
+		return want;
+	}
+	else
+	{
+		int64		interval = (int64) (USECS_PER_SEC / per_sec);
+		int64		tolerance = interval * (Max(burst, 1) - 1);
+		TimestampTz horizon = now + (int64) horizon_ms * 1000;
+
+		if (interval < 1)
+			interval = 1;
+		while (n < want)
+		{
+			TimestampTz start = Max(now, s->tat - tolerance);
+
+			if (start > horizon)
+				break;
+			offsets_us[n] = start - now;
+			if (start > now)
+				s->throttled_us += start - now;
+			count_sends(s, start, 1);
+			s->tat = Max(s->tat, start) + interval;
+			n++;
+		}
+	}
+	SpinLockRelease(&s->mutex);
+	return n;
+}
+
+/* Give back unused reservations: the last ones reserved. */
+void
+ep_rate_unreserve(int slot, double per_sec, int count)
+{
+	RateSlot   *s;
+
+	if (slot < 0 || rate == NULL || per_sec <= 0 || count <= 0)
+		return;
+	s = &rate->slots[slot];
+	SpinLockAcquire(&s->mutex);
+	s->tat -= (int64) (USECS_PER_SEC / per_sec) * count;
+	SpinLockRelease(&s->mutex);
+}
+
+/* Pause a destination for everyone. */
+void
+ep_rate_pause(int slot, long ms)
+{
+	RateSlot   *s;
+	TimestampTz until;
+
+	if (slot < 0 || rate == NULL || ms <= 0)
+		return;
+	s = &rate->slots[slot];
+	until = GetCurrentTimestamp() + (int64) ms * 1000;
+	SpinLockAcquire(&s->mutex);
+	if (until > s->paused_until)
+		s->paused_until = until;
+	SpinLockRelease(&s->mutex);
+}
+
+/* How long a destination stays paused. */
+long
+ep_rate_paused_ms(int slot)
+{
+	RateSlot   *s;
+	TimestampTz now = GetCurrentTimestamp();
+	long		ms = 0;
+
+	if (slot < 0 || rate == NULL)
+		return 0;
+	s = &rate->slots[slot];
+	SpinLockAcquire(&s->mutex);
+	if (s->paused_until > now)
+		ms = (long) ((s->paused_until - now) / 1000) + 1;
+	SpinLockRelease(&s->mutex);
+	return ms;
+}
+
+/* Current rate (sends in the last full second), throttled time, pause. */
+void
+ep_rate_stats(const char *name, double *current_rate, double *throttled_s,
+			  TimestampTz *paused_until)
+{
+	int			i;
+	int64		prev = GetCurrentTimestamp() / USECS_PER_SEC - 1;
+
+	*current_rate = 0;
+	*throttled_s = 0;
+	*paused_until = 0;
+	if (rate == NULL)
+		return;
+	for (i = 0; i < rate->nslots; i++)
+	{
+		RateSlot   *s = &rate->slots[i];
+
+		if (!s->used || strncmp(s->name, name, SLOT_NAME_LEN) != 0)
+			continue;
+		SpinLockAcquire(&s->mutex);
+		if (s->bucket_sec[prev % RATE_WINDOW] == prev)
+			*current_rate = (double) s->bucket_count[prev % RATE_WINDOW];
+		*throttled_s = s->throttled_us / 1000000.0;
+		*paused_until = s->paused_until;
+		SpinLockRelease(&s->mutex);
+		break;
+	}
+}
