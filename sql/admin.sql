@@ -1,4 +1,5 @@
 -- Destinations: kinds http, sqs, graphql and function. The config is
+\set SHOW_CONTEXT never
 -- validated when created; unknown keys are refused.
 CREATE FUNCTION try_dest(n text, k text, c jsonb) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE st text; msg text; det text;
@@ -17,7 +18,8 @@ SELECT try_dest('queue', 'sqs', '{"queue_url": "https://sqs.eu-west-1.amazonaws.
 SELECT try_dest('gql', 'graphql', '{"url": "http://127.0.0.1:4000/graphql", "query": "mutation { x }", "headers": {"Authorization": "Bearer abc"}}');
 CREATE TABLE handled (event jsonb);
 CREATE FUNCTION handle(e jsonb) RETURNS void LANGUAGE sql AS $$ INSERT INTO handled VALUES (e) $$;
-SELECT try_dest('fn', 'function', '{"function": "handle(jsonb)"}');
+SELECT try_dest('fn', 'function', '{"function": "handle(jsonb)"}');  -- names must be schema-qualified
+SELECT try_dest('fn', 'function', '{"function": "public.handle(jsonb)"}');
 SELECT config->>'function' FROM evpipe.destinations WHERE name = 'fn';
 -- refusals
 SELECT try_dest('x', 'smtp', '{}');
@@ -41,7 +43,7 @@ SELECT try_dest('x', 'sqs', '{"queue_url": "https://sqs.eu-west-1.amazonaws.com/
 SELECT try_dest('x', 'graphql', '{"url": "http://example.com/"}');
 SELECT try_dest('x', 'function', '{"function": "no_such_fn(jsonb)"}');
 SELECT try_dest('x', 'function', '{"function": "lower(text)"}');
-SELECT try_dest('x', 'function', '{"function": "handle(jsonb)", "url": "http://example.com/"}');
+SELECT try_dest('x', 'function', '{"function": "public.handle(jsonb)", "url": "http://example.com/"}');
 SELECT try_dest('bad name', 'http', '{"url": "http://example.com/"}');
 SELECT try_dest('hook', 'http', '{"url": "http://example.com/"}');
 

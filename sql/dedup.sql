@@ -1,4 +1,5 @@
 -- Dedup by eventId. The same event again is a "duplicate": nothing is
+\set SHOW_CONTEXT never
 -- written and nothing is raised, so a retried request is safe. The same
 -- eventId with other content is a conflict: 23505 (PostgREST answers 409).
 SELECT evpipe.ingest(ev('dup-1', 'ACCOUNT_UPDATED', '{"accountId": "a1", "balance": 10}'));

@@ -1,4 +1,5 @@
 -- Delivery state per (event, destination). Workers are off in this suite
+\set SHOW_CONTEXT never
 -- (the end-to-end tests run them), so rows stay pending here.
 SELECT event_id, destination, status, attempts, delivered_at IS NULL AS not_delivered
 FROM evpipe.deliveries WHERE event_id = 'r-1' ORDER BY destination;

@@ -12,6 +12,7 @@ BEGIN
 	END IF;
 END
 $roles$;
+CREATE SCHEMA evpipe;
 COMMENT ON SCHEMA evpipe IS 'evpipe: validate, dedupe, route and deliver events; see README.md';
 
 ---------------------------------------------------------------------------
@@ -247,7 +248,7 @@ BEGIN
 			WHERE t.event_type = register_event_type.event_type AND NOT t.enabled;
 		RETURN v;
 	END IF;
-	v := pg_catalog.coalesce(v, 0) + 1;
+	v := COALESCE(v, 0) + 1;
 	INSERT INTO evpipe.event_types (event_type, version, schema) VALUES (event_type, v, schema);
 	RETURN v;
 END
@@ -297,7 +298,7 @@ BEGIN
 		RAISE EXCEPTION 'event type "%" is not registered', event_type USING ERRCODE = '42704',
 			HINT = 'Register it first with evpipe.register_event_type().';
 	END IF;
-	IF pg_catalog.coalesce(id_field, '') = '' OR pg_catalog.coalesce(timestamp_field, '') = '' OR id_field = timestamp_field THEN
+	IF COALESCE(id_field, '') = '' OR COALESCE(timestamp_field, '') = '' OR id_field = timestamp_field THEN
 		RAISE EXCEPTION 'id_field and timestamp_field must be two different non-empty member names'
 			USING ERRCODE = '22023';
 	END IF;
@@ -479,6 +480,8 @@ AS $$
 	SELECT CASE WHEN pg_catalog.current_setting('role') = 'none' THEN session_user
 		ELSE pg_catalog.current_setting('role')::name END;
 $$;
+COMMENT ON FUNCTION evpipe._invoker() IS
+	'Internal: the role that called a SECURITY DEFINER function (SET ROLE''s role, else the session user)';
 
 CREATE FUNCTION evpipe.create_destination(name text, kind text, config jsonb)
 RETURNS void
@@ -597,6 +600,8 @@ AS $$
 	)
 	SELECT count(*)::integer FROM i;
 $$;
+COMMENT ON FUNCTION evpipe._dead_letter_pending(text, text) IS
+	'Internal: move every pending delivery of a destination to the dead-letter table';
 
 CREATE FUNCTION evpipe.add_route(event_type text, destination text, source text DEFAULT NULL, priority text DEFAULT NULL)
 RETURNS integer
@@ -659,7 +664,7 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT pg_catalog.jsonb_object_agg(k,
 		CASE WHEN k IN ('secret', 'secret_access_key', 'session_token') THEN '"********"'::jsonb
-			WHEN k = 'headers' THEN (SELECT pg_catalog.coalesce(pg_catalog.jsonb_object_agg(h, '"********"'::jsonb), '{}')
+			WHEN k = 'headers' THEN (SELECT COALESCE(pg_catalog.jsonb_object_agg(h, '"********"'::jsonb), '{}')
 				FROM pg_catalog.jsonb_object_keys(v) h)
 			ELSE v END)
 	FROM pg_catalog.jsonb_each(config) AS c(k, v);
@@ -698,6 +703,7 @@ CREATE FUNCTION evpipe.replay_dead_letters(destination text DEFAULT NULL, event_
 RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
 	n integer;
 BEGIN

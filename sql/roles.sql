@@ -1,4 +1,5 @@
 -- Roles. evpipe_producer may call ingest and route_explain, nothing else.
+\set SHOW_CONTEXT never
 -- evpipe_admin manages types, sources, routes and destinations and reads
 -- the dead letters and stats. SECURITY DEFINER functions pin search_path.
 CREATE ROLE alice LOGIN IN ROLE evpipe_producer;
@@ -28,7 +29,9 @@ RESET ROLE;
 GRANT CREATE ON SCHEMA public TO alice;
 SET ROLE alice;
 CREATE TABLE public.events (event_id text);
-CREATE FUNCTION public.jsonb_build_object(VARIADIC "any") RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"hacked": true}'::jsonb $$;
+CREATE FUNCTION public.jsonb_build_object(VARIADIC a text[]) RETURNS jsonb LANGUAGE sql AS $$ SELECT '{"hacked": true}'::jsonb $$;
+CREATE FUNCTION public.texteq_evil(text, text) RETURNS boolean LANGUAGE sql AS $$ SELECT true $$;
+CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = text, FUNCTION = public.texteq_evil);
 CREATE FUNCTION public.now() RETURNS timestamptz LANGUAGE sql AS $$ SELECT '2000-01-01'::timestamptz $$;
 SET search_path = public, pg_catalog;
 SELECT evpipe.ingest(ev('role-3', 'ACCOUNT_UPDATED', '{"accountId": "a"}'));
@@ -37,7 +40,9 @@ RESET search_path;
 RESET ROLE;
 SELECT event_id, ingested_by, ingested_at > '2020-01-01' AS real_clock FROM evpipe.events WHERE event_id = 'role-3';
 DROP TABLE public.events;
-DROP FUNCTION public.jsonb_build_object(VARIADIC "any");
+DROP OPERATOR public.= (text, text);
+DROP FUNCTION public.texteq_evil(text, text);
+DROP FUNCTION public.jsonb_build_object(VARIADIC text[]);
 DROP FUNCTION public.now();
 
 -- A role outside evpipe_producer cannot ingest at all.

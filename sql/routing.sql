@@ -1,4 +1,5 @@
 -- Routing: explicit rules, evaluated in id order. A rule matches on the
+\set SHOW_CONTEXT never
 -- event type (exact, or a prefix pattern such as ACCOUNT_*), optionally on
 -- source and priority, and names one destination. Every matching rule fans
 -- out: one outbox row per destination.
@@ -29,7 +30,11 @@ SELECT evpipe.add_route('ACCOUNT_CLOSED', 'audit');
 SELECT evpipe.ingest(ev('r-6', 'ACCOUNT_CLOSED', '{}'))->'destinations';
 
 -- route_explain shows which rules match and why, and writes nothing.
-SELECT jsonb_pretty(evpipe.route_explain(ev('r-7', 'ACCOUNT_CLOSED', '{}', '{"priority": "high"}')));
+SELECT x - 'rules' AS decision,
+	(SELECT string_agg(format('rule %s (%s -> %s): %s, %s', r->>'id', r->>'eventType', r->>'destination',
+		CASE WHEN (r->>'matched')::boolean THEN 'matched' ELSE 'no match' END, r->>'reason'), E'\n')
+	 FROM jsonb_array_elements(x->'rules') r) AS rules
+FROM evpipe.route_explain(ev('r-7', 'ACCOUNT_CLOSED', '{}', '{"priority": "high"}')) x \gx
 SELECT count(*) FROM evpipe.events WHERE event_id = 'r-7';
 SELECT try_ingest(ev('r-7', 'NOPE', '{}'));
 

@@ -1,4 +1,5 @@
 -- Payloads are validated against their type's JSON Schema (a supported
+\set SHOW_CONTEXT never
 -- subset of draft 2020-12). Schemas are checked when registered.
 SELECT evpipe.register_event_type('ORDER_PLACED', '{
 	"$defs": {
@@ -38,6 +39,12 @@ CREATE FUNCTION ord(id text, patch jsonb) RETURNS text LANGUAGE sql AS $$
 		'lines', '[{"sku": "ABC-123", "qty": 2, "price": 9.99}]'::jsonb) || patch));
 $$;
 
+CREATE FUNCTION ord_status(id text, patch jsonb) RETURNS text LANGUAGE sql AS $$
+	SELECT ingest_status(ev(id, 'ORDER_PLACED', jsonb_build_object(
+		'orderId', '6f1c2a4e-8b9d-4e2f-a1b3-c5d7e9f0a2b4', 'email', 'ann@example.com',
+		'lines', '[{"sku": "ABC-123", "qty": 2, "price": 9.99}]'::jsonb) || patch));
+$$;
+
 -- valid
 SELECT ord('o1', '{}');
 SELECT ord('o2', '{"status": "paid", "channel": "web", "note": "hi", "discount": 0.5, "tags": ["a", "b"], "meta": {"n": 1}, "placedAt": "2026-11-21T10:00:00.123+01:00"}');
@@ -67,7 +74,7 @@ SELECT ord('bad', '{"lines": [{"sku": "ABC-123", "qty": 1, "colour": "red"}]}');
 SELECT ord('bad', '{"lines": [{"qty": 1}]}');                      -- required, nested
 SELECT try_ingest(ev('bad', 'ORDER_PLACED', '{"orderId": "6f1c2a4e-8b9d-4e2f-a1b3-c5d7e9f0a2b4"}')); -- required
 -- integers: 2.0 is an integer, 2.5 is not
-SELECT ord('o4', '{"lines": [{"sku": "ABC-123", "qty": 2.0}]}')::jsonb->>'status';
+SELECT ord_status('o4', '{"lines": [{"sku": "ABC-123", "qty": 2.0}]}');
 SELECT ord('bad', '{"lines": [{"sku": "ABC-123", "qty": 2.5}]}');
 
 -- Schemas are checked when registered: invalid ones are refused then.
@@ -105,10 +112,10 @@ SELECT evpipe.register_event_type('VERSIONED', '{"type": "object", "required": [
 SELECT evpipe.register_event_type('VERSIONED', '{"type": "object", "required": ["a"]}');  -- same schema: same version
 SELECT evpipe.create_destination('versions', 'http', '{"url": "http://127.0.0.1:9/v"}');
 SELECT evpipe.add_route('VERSIONED', 'versions');
-SELECT try_ingest(ev('v-1', 'VERSIONED', '{"a": 1}'))::jsonb->>'status';
+SELECT ingest_status(ev('v-1', 'VERSIONED', '{"a": 1}'));
 SELECT evpipe.register_event_type('VERSIONED', '{"type": "object", "required": ["a", "b"]}');
 SELECT try_ingest(ev('v-2', 'VERSIONED', '{"a": 1}'));
-SELECT try_ingest(ev('v-2', 'VERSIONED', '{"a": 1, "b": 2}'))::jsonb->>'status';
+SELECT ingest_status(ev('v-2', 'VERSIONED', '{"a": 1, "b": 2}'));
 SELECT event_id, schema_version FROM evpipe.events WHERE event_type = 'VERSIONED' ORDER BY 1;
 SELECT event_type, version FROM evpipe.event_types WHERE event_type = 'VERSIONED' ORDER BY version;
 SELECT event_type, current_version FROM evpipe.event_type_list WHERE event_type = 'VERSIONED';
@@ -117,11 +124,11 @@ SELECT event_type, current_version FROM evpipe.event_type_list WHERE event_type 
 SELECT evpipe.set_event_type_enabled('VERSIONED', false);
 SELECT try_ingest(ev('v-3', 'VERSIONED', '{"a": 1, "b": 2}'));
 SELECT evpipe.set_event_type_enabled('VERSIONED', true);
-SELECT try_ingest(ev('v-3', 'VERSIONED', '{"a": 1, "b": 2}'))::jsonb->>'status';
+SELECT ingest_status(ev('v-3', 'VERSIONED', '{"a": 1, "b": 2}'));
 
 -- Depth: payloads nest at most evpipe.max_depth (default 64) levels.
 SELECT evpipe.register_event_type('ANY', '{"type": "object"}');
 SELECT evpipe.add_route('ANY', 'versions');
 SELECT try_ingest(ev('deep-ok', 'ANY', jsonb_build_object('a', repeat('[', 60) || repeat(']', 60))));
-SELECT try_ingest(ev('deep-ok2', 'ANY', ('{"a":' || repeat('[', 62) || repeat(']', 62) || '}')::jsonb))::jsonb->>'status';
+SELECT ingest_status(ev('deep-ok2', 'ANY', ('{"a":' || repeat('[', 62) || repeat(']', 62) || '}')::jsonb));
 SELECT try_ingest(ev('deep-bad', 'ANY', ('{"a":' || repeat('[', 70) || repeat(']', 70) || '}')::jsonb));

@@ -24,6 +24,17 @@ END
 $$;
 GRANT EXECUTE ON FUNCTION try_ingest(jsonb, text) TO PUBLIC;
 
+-- Just the status of an ingest, or the SQLSTATE of its error.
+CREATE FUNCTION ingest_status(event jsonb, src text DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+	RETURN evpipe.ingest(event, src)->>'status';
+EXCEPTION WHEN OTHERS THEN
+	RETURN 'error ' || SQLSTATE;
+END
+$$;
+GRANT EXECUTE ON FUNCTION ingest_status(jsonb, text) TO PUBLIC;
+
 -- An envelope builder, so cases stay short.
 CREATE FUNCTION ev(id text, typ text, payload jsonb, extra jsonb DEFAULT '{}') RETURNS jsonb
 LANGUAGE sql IMMUTABLE AS $$

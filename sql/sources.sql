@@ -1,4 +1,5 @@
 -- Sources that cannot send the envelope: register a mapping, then pass the
+\set SHOW_CONTEXT never
 -- source to ingest. eventId and timestamp come from the named members, the
 -- rest of the object is the payload, eventType and source come from the
 -- registration. The payload is then validated like any other.

@@ -57,6 +57,7 @@ typedef struct DestConfig
 	/* runtime, owned by the worker */
 	int			slot;			/* shared-memory slot (rate limit, pause) */
 	int			in_flight;		/* rows in flight in this worker */
+	bool		backlog;		/* its last claim was full: more rows wait */
 } DestConfig;
 
 /* One outbox row being delivered. */

@@ -28,6 +28,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -675,7 +676,7 @@ prepare_event(Jsonb *raw, const char *source_arg, Oid caller, EpEvent *ev)
 	{
 		src = find_source(source_arg);
 		if (src == NULL)
-			reject(ERRCODE_INVALID_PARAMETER_VALUE, "source", "registered",
+			reject(ERRCODE_INVALID_PARAMETER_VALUE, "(argument source)", "registered",
 				   NULL, "Register it with evpipe.register_source().",
 				   "source \"%s\" is not registered", source_arg);
 		if (src->event_type != NULL)
@@ -705,16 +706,21 @@ prepare_event(Jsonb *raw, const char *source_arg, Oid caller, EpEvent *ev)
 		}
 		if (!known)
 		{
-			char		path[200];
-			char	   *name = pnstrdup(k.val.string.val,
-										Min(k.val.string.len, 64));
+			StringInfoData quoted;
+			char	   *name;
+			int			len = Min(k.val.string.len, 64);
 
-			snprintf(path, sizeof(path), "$[%s]",
-					 quote_literal_cstr(name));
-			reject(ERRCODE_INVALID_PARAMETER_VALUE, path,
+			/* quote the name as JSON, not cutting a UTF-8 sequence */
+			while (len > 0 && len < k.val.string.len &&
+				   ((unsigned char) k.val.string.val[len] & 0xC0) == 0x80)
+				len--;
+			name = pnstrdup(k.val.string.val, len);
+			initStringInfo(&quoted);
+			escape_json(&quoted, name);
+			reject(ERRCODE_INVALID_PARAMETER_VALUE, psprintf("$[%s]", quoted.data),
 				   "additionalProperties", NULL,
 				   "Envelope members are eventId, eventType, source, payload, timestamp, correlationId, priority and traceparent.",
-				   "unknown member \"%s\" in event", name);
+				   "unknown member %s in event", quoted.data);
 		}
 	}
 	for (i = 0; i < 5; i++)

@@ -39,6 +39,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
@@ -92,11 +93,11 @@ static struct
 	List	   *outcomes;		/* Outcome *, in outcome_cxt */
 	SockEntry  *socks;
 	int			nsocks;
-	long		curl_timeout_ms;	/* -1: none */
+	TimestampTz curl_deadline;	/* when curl wants a timeout call; 0: none */
 	bool		ext_ready;
 	TimestampTz last_claim;
 	TimestampTz last_maintenance;
-	bool		more_work;		/* the last claim was full */
+	ResourceOwner owner;		/* for resources used between transactions */
 	uint64		delivered_total;
 } W;
 
@@ -341,6 +342,7 @@ load_destinations(void)
 		d->fifo = d->queue_url != NULL && strlen(d->queue_url) > 5 &&
 			strcmp(d->queue_url + strlen(d->queue_url) - 5, ".fifo") == 0;
 		d->slot = ep_rate_slot(d->name);
+		d->backlog = true;		/* unknown: look */
 		if (!d->tls_verify)
 			ereport(LOG,
 					(errmsg("evpipe event=tls_verify_off destination=%s", d->name),
@@ -525,7 +527,8 @@ sock_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 static int
 timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
-	W.curl_timeout_ms = timeout_ms;
+	W.curl_deadline = timeout_ms < 0 ? 0 :
+		TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 	return 0;
 }
 
@@ -628,6 +631,21 @@ request_free(DeliveryRequest *r)
 #define SETOPT(e, opt, val) \
 	do { if (curl_easy_setopt((e), (opt), (val)) != CURLE_OK) ok = false; } while (0)
 
+/* Run a kind's build() with the worker's resource owner in place. */
+static bool
+build_request(const DeliveryKind *kind, DeliveryRequest *r, char *error,
+			  size_t errlen)
+{
+	ResourceOwner save = CurrentResourceOwner;
+	bool		ok;
+
+	if (CurrentResourceOwner == NULL)
+		CurrentResourceOwner = W.owner;
+	ok = kind->build(r, error, errlen);
+	CurrentResourceOwner = save;
+	return ok;
+}
+
 /*
  * Start an HTTP request for claimed items. On failure to build or start,
  * the items get outcomes at once.
@@ -657,7 +675,8 @@ start_request(DestConfig *d, const DeliveryKind *kind, DeliveryRequest *r,
 	r->response[0] = '\0';
 	error[0] = '\0';
 
-	if (!kind->build(r, error, sizeof(error)))
+	/* build() may hash (pg_hmac), which needs a resource owner */
+	if (!build_request(kind, r, error, sizeof(error)))
 	{
 		for (i = 0; i < r->nitems; i++)
 		{
@@ -946,7 +965,8 @@ record_outcomes_in_tx(void)
 
 		plan = SPI_prepare(
 						   "WITH r AS ("
-						   " SELECT * FROM pg_catalog.unnest($1, $2, $3, $4, $5, $6, $7)"
+						   " SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),"
+						   "  pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7))"
 						   "  AS r(id, attempts, outcome, status, error, excerpt, next_at)),"
 						   " mine AS ("
 						   " SELECT o.id, r.outcome, r.status, r.error, r.excerpt, r.next_at"
@@ -1038,7 +1058,7 @@ record_outcomes_in_tx(void)
 	values[7] = Int32GetDatum(MyProcPid);
 	values[8] = (Datum) 0;
 
-	if (SPI_execute_plan(plan, values, " ", false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "evpipe: recording outcomes failed");
 	for (r = 0; r < SPI_processed; r++)
 	{
@@ -1282,8 +1302,8 @@ claim_and_start(void)
 	limits = palloc(sizeof(Datum) * (W.ndests + 1));
 	leases = palloc(sizeof(Datum) * (W.ndests + 1));
 	groups = palloc(sizeof(Datum) * (W.ndests + 1));
-	plans = palloc0(sizeof(ClaimPlan) * (W.ndests + 1));
-	W.more_work = false;
+	/* plans outlive the transaction (SPI memory does not): loop context */
+	plans = MemoryContextAllocZero(loopcxt, sizeof(ClaimPlan) * (W.ndests + 1));
 	for (i = 0; i < W.ndests && free_slots > 0; i++)
 	{
 		DestConfig *d = &W.dests[(W.next_dest + i) % W.ndests];
@@ -1294,7 +1314,7 @@ claim_and_start(void)
 
 		if (cap <= 0)
 			continue;
-		p->offsets = palloc(sizeof(int64) * cap);
+		p->offsets = MemoryContextAlloc(loopcxt, sizeof(int64) * cap);
 		p->reserved = ep_rate_reserve(d->slot, d->rate_limit, d->rate_burst,
 									  cap, 1000, p->offsets);
 		if (p->reserved <= 0)
@@ -1323,7 +1343,8 @@ claim_and_start(void)
 
 			plan = SPI_prepare(
 							   "WITH c AS ("
-							   " SELECT x.id, d.lease_ms, d.grp FROM pg_catalog.unnest($1, $2, $3, $4)"
+							   " SELECT x.id, d.lease_ms, d.grp FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+							   "  pg_catalog.unnest($3), pg_catalog.unnest($4))"
 							   "  AS d(name, lim, lease_ms, grp)"
 							   " CROSS JOIN LATERAL ("
 							   "  SELECT o.id FROM evpipe.outbox o"
@@ -1404,9 +1425,9 @@ claim_and_start(void)
 		ListCell   *lc;
 		int			j = 0;
 
-		if (p->used >= p->reserved)
-			W.more_work = true;
-		else
+		/* a full claim means more rows are probably waiting */
+		d->backlog = (p->used >= p->reserved);
+		if (p->used < p->reserved)
 			ep_rate_unreserve(d->slot, d->rate_limit, p->reserved - p->used);
 		if (kind == NULL)
 			continue;
@@ -1516,10 +1537,14 @@ wait_and_drive(long timeout_ms)
 	int			nready;
 	int			i;
 	int			running;
-	bool		any_socket = false;
 
-	if (W.curl_timeout_ms >= 0 && W.curl_timeout_ms < timeout_ms)
-		timeout_ms = W.curl_timeout_ms;
+	if (W.curl_deadline != 0)
+	{
+		long		curl_ms = (long) ((W.curl_deadline - GetCurrentTimestamp() + 999) / 1000);
+
+		if (curl_ms < timeout_ms)
+			timeout_ms = curl_ms;
+	}
 	if (timeout_ms < 0)
 		timeout_ms = 0;
 
@@ -1559,11 +1584,37 @@ wait_and_drive(long timeout_ms)
 		if (events[i].events & WL_SOCKET_WRITEABLE)
 			mask |= CURL_CSELECT_OUT;
 		curl_multi_socket_action(W.multi, events[i].fd, mask, &running);
-		any_socket = true;
 	}
-	if (!any_socket && W.nactive > 0)
+	if (W.curl_deadline != 0 && GetCurrentTimestamp() >= W.curl_deadline)
+	{
+		W.curl_deadline = 0;
 		curl_multi_socket_action(W.multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
 	collect_finished();
+}
+
+/*
+ * Whether a claim is worth a transaction now: some destination whose last
+ * claim was full has a quarter of its slots free and is not paused.
+ */
+static bool
+backlog_claimable(void)
+{
+	int			free_slots = evpipe_max_in_flight - W.nactive;
+	int			i;
+
+	if (!W.dests_valid)
+		return true;
+	for (i = 0; i < W.ndests; i++)
+	{
+		DestConfig *d = &W.dests[i];
+		int			cap = dest_capacity(d, free_slots);
+
+		if (d->backlog && cap > 0 && cap >= Max(1, d->max_in_flight / 4) &&
+			ep_rate_paused_ms(d->slot) == 0)
+			return true;
+	}
+	return false;
 }
 
 /* Background worker entry point. */
@@ -1577,7 +1628,6 @@ evpipe_worker_main(Datum arg)
 
 	memset(&W, 0, sizeof(W));
 	W.index = index;
-	W.curl_timeout_ms = -1;
 	dlist_init(&W.active);
 	dlist_init(&W.scheduled);
 
@@ -1596,6 +1646,7 @@ evpipe_worker_main(Datum arg)
 	W.outcome_cxt = AllocSetContextCreate(TopMemoryContext, "evpipe outcomes",
 										  ALLOCSET_DEFAULT_SIZES);
 	W.socks = MemoryContextAlloc(TopMemoryContext, sizeof(SockEntry) * MAX_SOCKETS);
+	W.owner = ResourceOwnerCreate(NULL, "evpipe worker");
 	CacheRegisterRelcacheCallback(dest_relcache_cb, (Datum) 0);
 
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
@@ -1616,7 +1667,6 @@ evpipe_worker_main(Datum arg)
 		long		timeout;
 		long		next_launch;
 		TimestampTz now;
-		int			threshold = Max(1, evpipe_max_in_flight / 4);
 
 		MemoryContextReset(W.loop_cxt);
 		MemoryContextSwitchTo(W.loop_cxt);
@@ -1652,13 +1702,22 @@ evpipe_worker_main(Datum arg)
 			}
 			if (W.ext_ready)
 			{
-				int			free_slots = evpipe_max_in_flight - W.nactive;
-				bool		due = pending_wake || W.more_work || now >= next_tick ||
-					(W.next_retry != 0 && now >= W.next_retry) || !W.dests_valid;
+				bool		due;
 
-				if (due && (free_slots >= threshold || W.nactive == 0))
+				/* a wake-up means new rows, for any destination */
+				if (pending_wake)
 				{
+					int			i;
+
+					for (i = 0; i < W.ndests; i++)
+						W.dests[i].backlog = true;
 					pending_wake = false;
+				}
+				due = now >= next_tick || !W.dests_valid ||
+					(W.next_retry != 0 && now >= W.next_retry) ||
+					backlog_claimable();
+				if (due)
+				{
 					if (W.next_retry != 0 && now >= W.next_retry)
 						W.next_retry = 0;
 					if (now >= next_tick)
@@ -1695,8 +1754,7 @@ evpipe_worker_main(Datum arg)
 		now = GetCurrentTimestamp();
 		if (!W.ext_ready)
 			timeout = Max(evpipe_tick_ms, 1000);
-		else if ((W.more_work || pending_wake) &&
-				 evpipe_max_in_flight - W.nactive >= threshold)
+		else if (pending_wake || backlog_claimable())
 			timeout = 0;
 		else
 		{

@@ -1,0 +1,151 @@
+// A throwaway PostgreSQL 15 cluster for one test file: initdb into a temp
+// dir, start on a free 127.0.0.1 port with evpipe preloaded, stop by PID.
+'use strict';
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const net = require('node:net');
+const { execFileSync, spawnSync } = require('node:child_process');
+const { Pool, Client } = require('../../peers/node_modules/pg');
+
+const BIN = '/usr/lib/postgresql/15/bin';
+const running = new Set();
+
+process.on('exit', () => {
+  for (const c of running) {
+    try {
+      const pid = Number(fs.readFileSync(path.join(c.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+      if (pid) process.kill(pid, 'SIGQUIT');
+    } catch (e) { /* gone */ }
+  }
+});
+
+function asPostgres(cmd, args, opts = {}) {
+  const isRoot = process.getuid && process.getuid() === 0;
+  const [c, a] = isRoot ? ['runuser', ['-u', 'postgres', '--', cmd, ...args]] : [cmd, args];
+  const r = spawnSync(c, a, { encoding: 'utf8', ...opts });
+  if (r.status !== 0 && !opts.allowFail) {
+    throw new Error(`${cmd} ${args.join(' ')} failed: ${r.stderr || r.stdout}`);
+  }
+  return r;
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.unref();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function startCluster(opts = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'evpipe-e2e-'));
+  const isRoot = process.getuid && process.getuid() === 0;
+  if (isRoot) {
+    const uid = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
+    const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
+    fs.chownSync(dir, uid, gid);
+  }
+  const dataDir = path.join(dir, 'data');
+  const logFile = path.join(dir, 'server.log');
+  asPostgres(`${BIN}/initdb`, ['-D', dataDir, '-A', 'trust', '-U', 'postgres', '--no-sync']);
+  const port = await freePort();
+  const config = {
+    listen_addresses: "'127.0.0.1'",
+    port,
+    unix_socket_directories: `'${dir}'`,
+    shared_preload_libraries: opts.preload === false ? "''" : "'evpipe'",
+    fsync: opts.fsync ? 'on' : 'off',
+    synchronous_commit: opts.fsync ? 'on' : 'off',
+    log_line_prefix: "'%m [%p] %b '",
+    max_connections: 50,
+    ...Object.fromEntries(Object.entries(opts.config || {}).map(([k, v]) => [k, typeof v === 'string' ? `'${v}'` : v])),
+  };
+  fs.appendFileSync(path.join(dataDir, 'postgresql.conf'),
+    '\n' + Object.entries(config).map(([k, v]) => `${k} = ${v}`).join('\n') + '\n');
+
+  const c = {
+    dir, dataDir, logFile, port, pool: null,
+    url: `postgresql://postgres@127.0.0.1:${port}/postgres`,
+  };
+  const newPool = () => {
+    c.pool = new Pool({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres', max: 10 });
+    c.pool.on('error', () => {}); // connections die on crash restarts
+  };
+  // core files (if the machine keeps them) help diagnose a crash
+  const start = () => asPostgres('bash', ['-c', `ulimit -c unlimited 2>/dev/null; exec ${BIN}/pg_ctl -D '${dataDir}' -l '${logFile}' -w -t 60 start`]);
+  start();
+  running.add(c);
+  newPool();
+
+  c.query = async (sql, params) => (await c.pool.query(sql, params)).rows;
+  c.client = async () => {
+    const cl = new Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
+    cl.on('error', () => {});
+    await cl.connect();
+    return cl;
+  };
+  c.waitFor = async (sql, predicate, timeoutMs = 10000, params) => {
+    const t0 = Date.now();
+    let rows;
+    let lastErr;
+    for (;;) {
+      try {
+        rows = await c.query(sql, params);
+        if (predicate(rows)) return rows;
+      } catch (e) { lastErr = e; }
+      if (Date.now() - t0 > timeoutMs) {
+        throw new Error(`timed out after ${timeoutMs} ms waiting for: ${sql}\nlast rows: ${JSON.stringify(rows)}${lastErr ? `\nlast error: ${lastErr.message}` : ''}`);
+      }
+      await sleep(50);
+    }
+  };
+  // Wait until the server accepts queries again (after a crash restart).
+  c.waitReady = async (timeoutMs = 30000) => {
+    await sleep(300);
+    await c.pool.end().catch(() => {});
+    newPool();
+    await c.waitFor('SELECT 1 AS ok', (r) => r.length === 1, timeoutMs);
+  };
+  c.workerPids = async () => (await c.query(
+    "SELECT pid FROM pg_stat_activity WHERE backend_type = 'evpipe delivery worker' ORDER BY pid")).map((r) => r.pid);
+  c.killWorkers = async (signal = 'SIGKILL') => {
+    const pids = await c.workerPids();
+    for (const pid of pids) process.kill(pid, signal);
+    return pids;
+  };
+  c.restart = async ({ mode = 'fast' } = {}) => {
+    await c.pool.end().catch(() => {});
+    asPostgres(`${BIN}/pg_ctl`, ['-D', dataDir, '-m', mode, '-w', 'stop'], { allowFail: true });
+    start();
+    newPool();
+  };
+  c.reload = async () => { asPostgres(`${BIN}/pg_ctl`, ['-D', dataDir, 'reload']); };
+  c.log = () => { try { return fs.readFileSync(logFile, 'utf8'); } catch (e) { return ''; } };
+  c.stop = async () => {
+    await c.pool.end().catch(() => {});
+    const r = asPostgres(`${BIN}/pg_ctl`, ['-D', dataDir, '-m', 'fast', '-w', 'stop'], { allowFail: true });
+    if (r.status !== 0) {
+      try {
+        const pid = Number(fs.readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+        process.kill(pid, 'SIGQUIT');
+      } catch (e) { /* gone */ }
+    }
+    running.delete(c);
+    if (!process.env.KEEP_TMP) fs.rmSync(dir, { recursive: true, force: true });
+  };
+
+  if (!opts.noExtension) {
+    await c.waitFor('SELECT 1 AS ok', (r) => r.length === 1, 20000);
+    await c.query('CREATE EXTENSION evpipe');
+  }
+  return c;
+}
+
+module.exports = { startCluster, freePort, sleep };
