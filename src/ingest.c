@@ -32,6 +32,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
@@ -244,6 +245,13 @@ config_load(void)
 	for (j = 0; j < N_CONFIG_RELS; j++)
 		config.relids[j] = get_relname_relid(relnames[j], nsp);
 
+	/*
+	 * Read with the latest snapshot, not the statement's: an invalidation
+	 * consumed before this point is for a commit this snapshot sees; one
+	 * consumed later clears config.valid again.
+	 */
+	PushActiveSnapshot(GetLatestSnapshot());
+
 	spi_config_query("SELECT DISTINCT ON (event_type) event_type, version, enabled, schema "
 					 "FROM evpipe.event_types ORDER BY event_type, version DESC");
 	config.ntypes = (int) SPI_processed;
@@ -322,6 +330,7 @@ config_load(void)
 		r->is_prefix = (len > 0 && r->pattern[len - 1] == '*');
 		r->prefix_len = r->is_prefix ? len - 1 : len;
 	}
+	PopActiveSnapshot();
 }
 
 /* Make sure the configuration is loaded. Requires SPI. */

@@ -291,11 +291,18 @@ load_destinations(void)
 	W.dest_relid = get_relname_relid("destinations",
 									 get_namespace_oid("evpipe", false));
 
+	/*
+	 * Read with the latest snapshot: an invalidation consumed before this
+	 * point is for a commit this snapshot sees; one after it clears
+	 * dests_valid again.
+	 */
+	PushActiveSnapshot(GetLatestSnapshot());
 	if (SPI_execute("SELECT name, kind, enabled, config, "
 					"COALESCE((SELECT oid FROM pg_catalog.pg_roles WHERE rolname = owner), 10) "
 					"FROM evpipe.destinations ORDER BY name",
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "evpipe: could not read destinations");
+	PopActiveSnapshot();
 
 	old = MemoryContextSwitchTo(W.dest_cxt);
 	W.ndests = (int) SPI_processed;
@@ -919,8 +926,26 @@ extension_ready(void)
 	begin_tx("evpipe: checking for the extension");
 	ready = OidIsValid(get_namespace_oid("evpipe", true)) &&
 		OidIsValid(get_relname_relid("outbox", get_namespace_oid("evpipe", true)));
-	if (ready && (!W.dests_valid || W.dests == NULL))
-		load_destinations();
+	if (ready)
+	{
+		/*
+		 * Leases held by processes that are no longer delivery workers (a
+		 * crash, a restart) are released now rather than at expiry.
+		 */
+		if (SPI_execute("UPDATE evpipe.outbox SET next_attempt_at = pg_catalog.now(),"
+						" leased_by = NULL, lease_until = NULL"
+						" WHERE leased_by IS NOT NULL AND lease_until > pg_catalog.now()"
+						" AND leased_by NOT IN (SELECT pid FROM pg_catalog.pg_stat_activity"
+						"  WHERE backend_type = 'evpipe delivery worker')",
+						false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "evpipe: releasing stale leases failed");
+		if (SPI_processed > 0)
+			ereport(LOG,
+					(errmsg("evpipe event=leases_released rows=" UINT64_FORMAT " reason=\"holder is gone\"",
+							SPI_processed)));
+		if (!W.dests_valid || W.dests == NULL)
+			load_destinations();
+	}
 	commit_tx();
 	return ready;
 }
@@ -1322,7 +1347,7 @@ claim_and_start(void)
 		p->dest = d;
 		names[n] = CStringGetTextDatum(d->name);
 		limits[n] = Int32GetDatum(p->reserved);
-		leases[n] = Int32GetDatum(Max(evpipe_lease_ms, d->timeout_ms * 2 + 5000));
+		leases[n] = Int32GetDatum(Max(evpipe_lease_ms, d->timeout_ms + 5000));
 		groups[n] = d->message_group_field
 			? CStringGetTextDatum(d->message_group_field)
 			: CStringGetTextDatum(d->fifo ? "source" : "");

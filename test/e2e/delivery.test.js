@@ -328,11 +328,14 @@ test('SIGKILL of a worker mid-flight: nothing lost, workers come back', async ()
   // connection drops, committed work stays, and the workers restart.
   await pg.killWorkers('SIGKILL');
   await pg.waitReady(30000);
+  // the restarted workers release the dead workers' leases at once
+  await pg.waitFor("SELECT 1 FROM pg_stat_activity WHERE backend_type = 'evpipe delivery worker'", (r) => r.length > 0, 20000);
   await waitForDeliveries('kill', 10, 30000);
   const got = await requests('/kill');
   const delivered = new Set(got.filter((r) => r.answeredStatus === 200).map((r) => r.headers['idempotency-key']));
   assert.equal(delivered.size, 10, 'every event arrived');
   const acct = await pg.query("SELECT count(*)::int AS n FROM evpipe.deliveries WHERE destination = 'kill' AND status = 'delivered'");
   assert.equal(acct[0].n, 10);
+  assert.match(pg.log(), /event=leases_released rows=\d+/);
   assert.equal((await pg.workerPids()).length, 2);
 });

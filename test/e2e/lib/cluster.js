@@ -62,7 +62,9 @@ async function startCluster(opts = {}) {
     unix_socket_directories: `'${dir}'`,
     shared_preload_libraries: opts.preload === false ? "''" : "'evpipe'",
     fsync: opts.fsync ? 'on' : 'off',
-    synchronous_commit: opts.fsync ? 'on' : 'off',
+    // fsync off survives process crashes (the OS keeps the data); asynchronous
+    // commit would not: a crash restart loses the last commits
+    synchronous_commit: 'on',
     log_line_prefix: "'%m [%p] %b '",
     max_connections: 50,
     ...Object.fromEntries(Object.entries(opts.config || {}).map(([k, v]) => [k, typeof v === 'string' ? `'${v}'` : v])),
