@@ -129,6 +129,5 @@ SELECT ingest_status(ev('v-3', 'VERSIONED', '{"a": 1, "b": 2}'));
 -- Depth: payloads nest at most evpipe.max_depth (default 64) levels.
 SELECT evpipe.register_event_type('ANY', '{"type": "object"}');
 SELECT evpipe.add_route('ANY', 'versions');
-SELECT try_ingest(ev('deep-ok', 'ANY', jsonb_build_object('a', repeat('[', 60) || repeat(']', 60))));
 SELECT ingest_status(ev('deep-ok2', 'ANY', ('{"a":' || repeat('[', 62) || repeat(']', 62) || '}')::jsonb));
 SELECT try_ingest(ev('deep-bad', 'ANY', ('{"a":' || repeat('[', 70) || repeat(']', 70) || '}')::jsonb));

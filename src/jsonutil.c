@@ -51,7 +51,7 @@ scalar_to_jsonc(JsonbValue *v)
 	switch (v->type)
 	{
 		case jbvNull:
-			return json_object_new_null();
+			return NULL;
 		case jbvBool:
 			return json_object_new_boolean(v->val.boolean ? 1 : 0);
 		case jbvNumeric:
@@ -115,6 +115,11 @@ evpipe_jsonb_to_jsonc(JsonbContainer *container, int max_depth,
 				case WJB_VALUE:
 				case WJB_ELEM:
 					o = scalar_to_jsonc(&v);
+					/* json-c represents null as a NULL pointer */
+					if (o == NULL && v.type != jbvNull)
+						ereport(ERROR,
+								(errcode(ERRCODE_OUT_OF_MEMORY),
+								 errmsg("out of memory converting an event to JSON")));
 					break;
 				case WJB_END_ARRAY:
 				case WJB_END_OBJECT:
@@ -125,7 +130,7 @@ evpipe_jsonb_to_jsonc(JsonbContainer *container, int max_depth,
 				default:
 					continue;
 			}
-			if (o == NULL)
+			if (o == NULL && push)
 				ereport(ERROR,
 						(errcode(ERRCODE_OUT_OF_MEMORY),
 						 errmsg("out of memory converting an event to JSON")));
