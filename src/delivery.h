@@ -122,6 +122,7 @@ typedef struct DeliveryKind
 {
 	const char *name;
 	int			max_batch;		/* rows per request */
+	size_t		max_batch_bytes;	/* body bytes per request, 0: no limit */
 	/*
 	 * Build the request: set r->body/body_len, append r->headers, and set
 	 * the kind-specific curl options (URL, auth). Runs in r->cxt. Returns

@@ -113,6 +113,7 @@ http_classify(DeliveryRequest *r, long status)
 const DeliveryKind http_kind = {
 	.name = "http",
 	.max_batch = 1,
+	.max_batch_bytes = 0,
 	.build = http_build,
 	.classify = http_classify,
 };

@@ -1447,6 +1447,7 @@ claim_and_start(void)
 		const DeliveryKind *kind = kind_of(d);
 		DeliveryRequest *cur = NULL;
 		int64		cur_offset = 0;
+		size_t		cur_bytes = 0;
 		ListCell   *lc;
 		int			j = 0;
 
@@ -1462,6 +1463,8 @@ claim_and_start(void)
 			int64		offset = p->offsets[j++];
 
 			if (cur && (cur->nitems >= kind->max_batch || offset != cur_offset ||
+						(kind->max_batch_bytes > 0 &&
+						 cur_bytes + strlen(item->body) > kind->max_batch_bytes) ||
 						(d->fifo && item->group && cur->items[0].group &&
 						 strcmp(item->group, cur->items[0].group) != 0)))
 			{
@@ -1472,8 +1475,10 @@ claim_and_start(void)
 			{
 				cur = new_request(d, kind->max_batch);
 				cur_offset = offset;
+				cur_bytes = 0;
 			}
 			copy_item(cur, item);
+			cur_bytes += strlen(item->body);
 		}
 		if (cur)
 			start_request(d, kind, cur, claimed_at + cur_offset);
