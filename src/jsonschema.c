@@ -837,6 +837,118 @@ translate_pattern(const char *src, char *out, size_t outlen, const char **why)
 	return 1;
 }
 
+/*
+ * Estimate how large a POSIX ERE grows when its counted repetitions are
+ * expanded (glibc copies the repeated subtree): nested {n,m} multiply.
+ * Returns 1 if the pattern is too expensive to compile.
+ */
+static int
+pattern_too_complex(const char *ere)
+{
+#define MAX_GROUPS 64
+#define MAX_PATTERN_SIZE 20000.0
+	double		sum[MAX_GROUPS + 1];
+	double		last = 0;		/* size of the last atom */
+	int			level = 0;
+	size_t		i = 0;
+
+	sum[0] = 0;
+	while (ere[i])
+	{
+		char		c = ere[i];
+
+		if (c == '(')
+		{
+			if (++level > MAX_GROUPS)
+				return 1;
+			sum[level] = 0;
+			last = 0;
+			i++;
+			continue;
+		}
+		if (c == ')' && level > 0)
+		{
+			last = sum[level] > 1 ? sum[level] : 1;
+			level--;
+			sum[level] += last;
+			i++;
+		}
+		else if (c == '*' || c == '+' || c == '?')
+		{
+			sum[level] += last;	/* roughly doubles the atom */
+			last *= 2;
+			i++;
+		}
+		else if (c == '{')
+		{
+			double		n = 0;
+			double		m = -1;
+
+			i++;
+			while (isdigit((unsigned char) ere[i]) && n <= 100000)
+				n = n * 10 + (ere[i++] - '0');
+			if (ere[i] == ',')
+			{
+				i++;
+				if (isdigit((unsigned char) ere[i]))
+				{
+					m = 0;
+					while (isdigit((unsigned char) ere[i]) && m <= 100000)
+						m = m * 10 + (ere[i++] - '0');
+				}
+				else
+					m = n + 1;
+			}
+			if (ere[i] == '}')
+				i++;
+			if (m < n)
+				m = n;
+			if (m > 1000)
+				return 1;
+			sum[level] += last * (m - 1);
+			last *= m;
+		}
+		else
+		{
+			if (c == '\\' && ere[i + 1])
+				i += 2;
+			else if (c == '[')
+			{
+				/* a bracket expression is one atom */
+				i++;
+				if (ere[i] == '^')
+					i++;
+				if (ere[i] == ']')
+					i++;
+				while (ere[i] && ere[i] != ']')
+				{
+					if (ere[i] == '[' && (ere[i + 1] == ':' || ere[i + 1] == '.' || ere[i + 1] == '='))
+					{
+						char		close = ere[i + 1];
+
+						i += 2;
+						while (ere[i] && !(ere[i] == close && ere[i + 1] == ']'))
+							i++;
+						if (ere[i])
+							i += 2;
+					}
+					else
+						i++;
+				}
+				if (ere[i])
+					i++;
+			}
+			else
+				i++;
+			last = 1;
+			sum[level] += 1;
+		}
+		if (sum[level] > MAX_PATTERN_SIZE || last > MAX_PATTERN_SIZE)
+			return 1;
+	}
+	return 0;
+}
+
 static Node *compile_node(Compiler *c, struct json_object *v, int depth);
 
 /* Find a def by its JSON-pointer-escaped name. */
@@ -1019,6 +1131,8 @@ compile_keywords(Compiler *c, Node *n, struct json_object *v, int depth)
 				cfail(c, kw, "\"pattern\" is too long or contains a NUL");
 			else if (!translate_pattern(src, ere, sizeof(ere), &why))
 				cfail(c, kw, "%s", why);
+			else if (pattern_too_complex(ere))
+				cfail(c, kw, "\"pattern\" is too complex (repetitions expand too far)");
 			else
 			{
 				n->pattern = calloc(1, sizeof(regex_t));

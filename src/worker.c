@@ -348,6 +348,8 @@ load_destinations(void)
 		d->message_group_field = config_str(cfg, "message_group_field");
 		d->fifo = d->queue_url != NULL && strlen(d->queue_url) > 5 &&
 			strcmp(d->queue_url + strlen(d->queue_url) - 5, ".fifo") == 0;
+		if (d->fifo)
+			d->max_in_flight = 10;	/* one batch in flight, in order */
 		d->slot = ep_rate_slot(d->name);
 		d->backlog = true;		/* unknown: look */
 		if (!d->tls_verify)
@@ -1310,6 +1312,7 @@ claim_and_start(void)
 	Datum	   *limits;
 	Datum	   *leases;
 	Datum	   *groups;
+	Datum	   *fifos;
 	ClaimPlan  *plans;
 	int			n = 0;
 	int			i;
@@ -1327,6 +1330,7 @@ claim_and_start(void)
 	limits = palloc(sizeof(Datum) * (W.ndests + 1));
 	leases = palloc(sizeof(Datum) * (W.ndests + 1));
 	groups = palloc(sizeof(Datum) * (W.ndests + 1));
+	fifos = palloc(sizeof(Datum) * (W.ndests + 1));
 	/* plans outlive the transaction (SPI memory does not): loop context */
 	plans = MemoryContextAllocZero(loopcxt, sizeof(ClaimPlan) * (W.ndests + 1));
 	for (i = 0; i < W.ndests && free_slots > 0; i++)
@@ -1348,6 +1352,7 @@ claim_and_start(void)
 		names[n] = CStringGetTextDatum(d->name);
 		limits[n] = Int32GetDatum(p->reserved);
 		leases[n] = Int32GetDatum(Max(evpipe_lease_ms, d->timeout_ms + 5000));
+		fifos[n] = BoolGetDatum(d->fifo);
 		groups[n] = d->message_group_field
 			? CStringGetTextDatum(d->message_group_field)
 			: CStringGetTextDatum(d->fifo ? "source" : "");
@@ -1359,22 +1364,27 @@ claim_and_start(void)
 
 	if (n > 0)
 	{
-		Datum		values[5];
+		Datum		values[6];
 
 		if (plan == NULL)
 		{
-			Oid			types[5] = {TEXTARRAYOID, INT4ARRAYOID, INT4ARRAYOID,
-			TEXTARRAYOID, INT4OID};
+			Oid			types[6] = {TEXTARRAYOID, INT4ARRAYOID, INT4ARRAYOID,
+			TEXTARRAYOID, INT4OID, BOOLARRAYOID};
 
 			plan = SPI_prepare(
 							   "WITH c AS ("
 							   " SELECT x.id, d.lease_ms, d.grp FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
-							   "  pg_catalog.unnest($3), pg_catalog.unnest($4))"
-							   "  AS d(name, lim, lease_ms, grp)"
+							   "  pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($6))"
+							   "  AS d(name, lim, lease_ms, grp, fifo)"
 							   " CROSS JOIN LATERAL ("
 							   "  SELECT o.id FROM evpipe.outbox o"
 							   "  WHERE o.destination = d.name AND o.next_attempt_at <= pg_catalog.now()"
-							   "  ORDER BY o.next_attempt_at LIMIT d.lim FOR UPDATE SKIP LOCKED) x),"
+							   /* FIFO: one batch in flight for the destination, oldest first */
+							   "   AND (NOT d.fifo OR (pg_catalog.pg_try_advisory_xact_lock("
+							   "     pg_catalog.hashtext('evpipe.fifo:' || d.name))"
+							   "    AND NOT EXISTS (SELECT 1 FROM evpipe.outbox l WHERE l.destination = d.name"
+							   "     AND l.leased_by IS NOT NULL AND l.lease_until > pg_catalog.now())))"
+							   "  ORDER BY o.next_attempt_at, o.id LIMIT d.lim FOR UPDATE SKIP LOCKED) x),"
 							   " u AS ("
 							   " UPDATE evpipe.outbox o SET attempts = o.attempts + 1, leased_by = $5,"
 							   "  lease_until = pg_catalog.now() + c.lease_ms * interval '1 millisecond',"
@@ -1394,7 +1404,7 @@ claim_and_start(void)
 							   " FROM u JOIN evpipe.events e ON e.event_id = u.event_id"
 							   " JOIN evpipe.destinations dst ON dst.name = u.destination"
 							   " ORDER BY u.destination, u.id",
-							   5, types);
+							   6, types);
 			if (plan == NULL || SPI_keepplan(plan) != 0)
 				elog(ERROR, "evpipe: could not prepare the claim statement");
 		}
@@ -1403,6 +1413,7 @@ claim_and_start(void)
 		values[2] = PointerGetDatum(construct_array(leases, n, INT4OID, 4, true, TYPALIGN_INT));
 		values[3] = PointerGetDatum(construct_array(groups, n, TEXTOID, -1, false, TYPALIGN_INT));
 		values[4] = Int32GetDatum(MyProcPid);
+		values[5] = PointerGetDatum(construct_array(fifos, n, BOOLOID, 1, true, TYPALIGN_CHAR));
 		if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "evpipe: claiming outbox rows failed");
 
