@@ -89,7 +89,8 @@ graphql_build(DeliveryRequest *r, char *error, size_t errlen)
 		return false;
 	}
 
-	ok = ep_curl_header(r, "Content-Type: application/json") &&
+	ok = ep_curl_header(r, "Expect:") &&	/* no 100-continue round trip */
+		ep_curl_header(r, "Content-Type: application/json") &&
 		ep_curl_header(r, "Accept: application/json") &&
 		ep_curl_header(r, "Idempotency-Key: %s", item->event_id);
 	if (ok && item->traceparent)

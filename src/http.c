@@ -65,6 +65,7 @@ http_build(DeliveryRequest *r, char *error, size_t errlen)
 	snprintf(ts, sizeof(ts), "%ld", (long) time(NULL));
 
 	ok = ok && ep_curl_header(r, "Content-Type: application/json");
+	ok = ok && ep_curl_header(r, "Expect:");	/* no 100-continue round trip */
 	ok = ok && ep_curl_header(r, "Idempotency-Key: %s", item->event_id);
 	ok = ok && ep_curl_header(r, "webhook-id: %s", item->event_id);
 	ok = ok && ep_curl_header(r, "webhook-timestamp: %s", ts);

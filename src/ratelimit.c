@@ -23,6 +23,7 @@
 
 #define SLOT_NAME_LEN 72
 #define RATE_WINDOW 8			/* one-second buckets kept for the current rate */
+#define RATE_MARGIN 1.05		/* sends are spaced 5% wider than 1/rate */
 
 typedef struct RateSlot
 {
@@ -156,7 +157,8 @@ ep_rate_reserve(int slot, double per_sec, int burst, int want,
 	}
 	else
 	{
-		int64		interval = (int64) (USECS_PER_SEC / per_sec);
+		/* a 5% margin keeps network jitter from bunching arrivals */
+		int64		interval = (int64) (USECS_PER_SEC * RATE_MARGIN / per_sec);
 		int64		tolerance = interval * (Max(burst, 1) - 1);
 		TimestampTz horizon = now + (int64) horizon_ms * 1000;
 
@@ -190,7 +192,7 @@ ep_rate_unreserve(int slot, double per_sec, int count)
 		return;
 	s = &rate->slots[slot];
 	SpinLockAcquire(&s->mutex);
-	s->tat -= (int64) (USECS_PER_SEC / per_sec) * count;
+	s->tat -= (int64) (USECS_PER_SEC * RATE_MARGIN / per_sec) * count;
 	SpinLockRelease(&s->mutex);
 }
 

@@ -697,8 +697,8 @@ start_request(DestConfig *d, const DeliveryKind *kind, DeliveryRequest *r,
 		request_free(r);
 		return;
 	}
+	/* (no "Expect:" here: curl 7.88's SigV4 signs it and then drops it) */
 	ok = ok && ep_curl_header(r, "User-Agent: evpipe/0.1.0");
-	ok = ok && ep_curl_header(r, "Expect:");
 	SETOPT(r->easy, CURLOPT_POST, 1L);
 	SETOPT(r->easy, CURLOPT_POSTFIELDS, r->body);
 	SETOPT(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) r->body_len);
@@ -866,7 +866,14 @@ collect_finished(void)
 					ep_result_set(&r->results[i], false, false, (int) status,
 								  "destination was changed while in flight");
 			if (d && retry_after_ms > 0 && (status == 429 || status == 503))
+			{
+				if (ep_rate_paused_ms(d->slot) == 0)
+					ereport(LOG,
+							(errmsg("evpipe event=destination_paused destination=%s status=%ld pause_ms=%ld reason=retry_after",
+									d->name, status, retry_after_ms),
+							 errhidestmt(true)));
 				ep_rate_pause(d->slot, retry_after_ms);
+			}
 		}
 		else
 		{

@@ -74,7 +74,8 @@ function verify(req, body) {
     if (v === undefined) return null;
     return `${h}:${String(v).trim().replace(/\s+/g, ' ')}\n`;
   });
-  if (canonicalHeaders.includes(null)) return [403, 'SignatureDoesNotMatch', 'a signed header is missing'];
+  const missing = signed.filter((h) => req.headers[h] === undefined);
+  if (missing.length) return [403, 'SignatureDoesNotMatch', `signed header missing: ${missing.join(', ')}`];
   const payloadHash = req.headers['x-amz-content-sha256'] && req.headers['x-amz-content-sha256'] !== 'UNSIGNED-PAYLOAD'
     ? req.headers['x-amz-content-sha256'] : sha256(body);
   if (payloadHash !== sha256(body)) return [403, 'SignatureDoesNotMatch', 'payload hash does not match'];
