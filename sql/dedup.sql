@@ -41,3 +41,19 @@ SELECT count(*) FILTER (WHERE r->>'status' = 'accepted') AS accepted,
 FROM (SELECT evpipe.ingest(ev('batch-' || (g % 50), 'ACCOUNT_UPDATED', '{"accountId": "a1"}')) AS r
 	FROM generate_series(1, 100) g) s;
 COMMIT;
+
+-- Through PostgREST (which sets request.* settings), an accepted event
+-- answers 202; a duplicate keeps the default 200.
+BEGIN;
+SELECT set_config('request.method', 'POST', true);
+SELECT evpipe.ingest(ev('rest-1', 'ACCOUNT_UPDATED', '{"accountId": "a1"}'))->>'status';
+SELECT current_setting('response.status', true) AS http_status;
+COMMIT;
+BEGIN;
+SELECT set_config('request.method', 'POST', true);
+SELECT evpipe.ingest(ev('rest-1', 'ACCOUNT_UPDATED', '{"accountId": "a1"}'))->>'status';
+SELECT current_setting('response.status', true) AS http_status;
+COMMIT;
+-- outside PostgREST nothing is set
+SELECT evpipe.ingest(ev('rest-2', 'ACCOUNT_UPDATED', '{"accountId": "a1"}'))->>'status';
+SELECT current_setting('response.status', true) AS http_status;

@@ -211,14 +211,22 @@ _PG_init(void)
 							 "Log one structured line per successful delivery.",
 							 NULL, &evpipe_log_deliveries, false, PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
-	DefineCustomStringVariable("evpipe.database",
-							   "Database the delivery workers connect to.",
-							   NULL, &evpipe_database, "postgres",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("evpipe.workers",
-							"Number of delivery workers.",
-							NULL, &evpipe_workers, 2, 0, EVPIPE_MAX_WORKERS,
-							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	/* start-up settings can only be defined while preloading */
+	if (preloaded)
+	{
+		DefineCustomStringVariable("evpipe.database",
+								   "Database the delivery workers connect to.",
+								   NULL, &evpipe_database, "postgres",
+								   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+		DefineCustomIntVariable("evpipe.workers",
+								"Number of delivery workers.",
+								NULL, &evpipe_workers, 2, 0, EVPIPE_MAX_WORKERS,
+								PGC_POSTMASTER, 0, NULL, NULL, NULL);
+		DefineCustomIntVariable("evpipe.max_destinations",
+								"Destinations tracked in shared memory for rate limits and pauses.",
+								NULL, &evpipe_max_destinations, 256, 16, 65536,
+								PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	}
 	DefineCustomIntVariable("evpipe.max_in_flight",
 							"Concurrent requests per delivery worker.",
 							NULL, &evpipe_max_in_flight, 64, 1, 1024,
@@ -240,10 +248,6 @@ _PG_init(void)
 							"How long delivered rows are kept in evpipe.delivered (0 keeps them forever).",
 							NULL, &evpipe_delivered_retention_s, 7 * 86400, 0,
 							INT_MAX, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
-	DefineCustomIntVariable("evpipe.max_destinations",
-							"Destinations tracked in shared memory for rate limits and pauses.",
-							NULL, &evpipe_max_destinations, 256, 16, 65536,
-							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("evpipe");
 
 	if (!preloaded)

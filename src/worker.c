@@ -1774,8 +1774,10 @@ evpipe_worker_main(Datum arg)
 				}
 				else if (W.outcomes != NIL)
 					record_outcomes();
-				if (index == 0 &&
-					now - W.last_maintenance > 60 * USECS_PER_SEC)
+				/* retention: every minute, or sooner for short retentions */
+				if (index == 0 && evpipe_delivered_retention_s > 0 &&
+					now - W.last_maintenance >
+					(int64) Min(60, Max(1, evpipe_delivered_retention_s / 10)) * USECS_PER_SEC)
 				{
 					maintenance();
 					W.last_maintenance = now;

@@ -339,3 +339,35 @@ test('SIGKILL of a worker mid-flight: nothing lost, workers come back', async ()
   assert.match(pg.log(), /event=leases_released rows=\d+/);
   assert.equal((await pg.workerPids()).length, 2);
 });
+
+test('delivered rows are deleted after evpipe.delivered_retention, in batches', async () => {
+  await dest('retained', 'http', { url: `${sink.url}/retained` });
+  await type('RETAINED');
+  await route('RETAINED', 'retained');
+  for (let i = 0; i < 20; i++) await ingest(ev(`ret-${i}`, 'RETAINED', {}));
+  await waitForDeliveries('retained', 20);
+  await pg.query("ALTER SYSTEM SET evpipe.delivered_retention = '1s'");
+  await pg.reload();
+  await pg.waitFor('SELECT count(*)::int AS n FROM evpipe.delivered', (r) => r[0].n === 0, 15000);
+  await pg.query('ALTER SYSTEM RESET evpipe.delivered_retention');
+  await pg.reload();
+});
+
+test('without shared_preload_libraries the extension still ingests and warns', async () => {
+  const plain = await startCluster({ preload: false, noExtension: true });
+  try {
+    const c = await plain.client();
+    const notices = [];
+    c.on('notice', (n) => notices.push(n.message));
+    await c.query('CREATE EXTENSION evpipe');
+    await c.query(`SELECT evpipe.register_event_type('T', '{}')`);
+    await c.query(`SELECT evpipe.create_destination('d', 'http', '{"url": "http://127.0.0.1:9/"}')`);
+    await c.query(`SELECT evpipe.add_route('T', 'd')`);
+    const r = await c.query(`SELECT evpipe.ingest('{"eventId": "np-1", "eventType": "T", "source": "s", "payload": {}, "timestamp": "2026-11-21T10:00:00Z"}') AS r`);
+    assert.equal(r.rows[0].r.status, 'accepted');
+    assert.ok(notices.some((m) => /not in shared_preload_libraries: events are accepted but nothing is delivered/.test(m)), notices.join('; '));
+    await c.end();
+  } finally {
+    await plain.stop();
+  }
+});

@@ -178,3 +178,30 @@ test('FIFO: each group arrives in ingest order; SQS drops a repeated eventId', a
   const again = await receiveAll(url, 2, 3000);
   assert.equal(again.filter((m) => JSON.parse(m.Body).eventId === 'dup-x').length, 1, 'deduplicated by MessageDeduplicationId');
 });
+
+test('credentials from the server environment, with a session token signed and sent', async () => {
+  const TOKEN = 'session-token-xyz';
+  const sqs2 = await startPeer('sqs', ['--credentials', `ASIAENVTEST:env-secret:${TOKEN}`]);
+  const pg2 = await startCluster({
+    config: { 'evpipe.workers': 1, 'evpipe.tick_ms': 200 },
+    env: { AWS_ACCESS_KEY_ID: 'ASIAENVTEST', AWS_SECRET_ACCESS_KEY: 'env-secret', AWS_SESSION_TOKEN: TOKEN },
+  });
+  try {
+    const c2 = new SQSClient({ region: 'us-east-1', endpoint: sqs2.url,
+      credentials: { accessKeyId: 'ASIAENVTEST', secretAccessKey: 'env-secret', sessionToken: TOKEN } });
+    await c2.send(new CreateQueueCommand({ QueueName: 'envq' }));
+    await pg2.query(`SELECT evpipe.register_event_type('ENV', '{}')`);
+    await pg2.query('SELECT evpipe.create_destination($1, $2, $3::jsonb)', ['envq', 'sqs', JSON.stringify({
+      queue_url: `${sqs2.url}/123456789012/envq`, region: 'us-east-1', endpoint_url: sqs2.url })]);
+    await pg2.query("SELECT evpipe.add_route('ENV', 'envq')");
+    await pg2.query(`SELECT evpipe.ingest('{"eventId": "env-1", "eventType": "ENV", "source": "s", "payload": {}, "timestamp": "2026-11-21T10:00:00Z"}')`);
+    await pg2.waitFor("SELECT 1 FROM evpipe.delivered WHERE event_id = 'env-1'", (r) => r.length === 1, 15000);
+    const log = await sqs2.control('GET', '/_control/log');
+    assert.ok(log.some((l) => l.target === 'AmazonSQS.SendMessageBatch' && l.verified), 'signed with the environment credentials and token');
+    assert.ok(!pg2.log().includes('env-secret'));
+    c2.destroy();
+  } finally {
+    await pg2.stop();
+    await sqs2.stop();
+  }
+});

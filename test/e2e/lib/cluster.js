@@ -81,7 +81,8 @@ async function startCluster(opts = {}) {
     c.pool.on('error', () => {}); // connections die on crash restarts
   };
   // core files (if the machine keeps them) help diagnose a crash
-  const start = () => asPostgres('bash', ['-c', `ulimit -c unlimited 2>/dev/null; exec ${BIN}/pg_ctl -D '${dataDir}' -l '${logFile}' -w -t 60 start`]);
+  const envPrefix = Object.entries(opts.env || {}).map(([k, v]) => `export ${k}='${v}'; `).join('');
+  const start = () => asPostgres('bash', ['-c', `${envPrefix}ulimit -c unlimited 2>/dev/null; exec ${BIN}/pg_ctl -D '${dataDir}' -l '${logFile}' -w -t 60 start`]);
   start();
   running.add(c);
   newPool();
