@@ -50,6 +50,14 @@ CREATE TABLE evpipe.source_roles (
 COMMENT ON TABLE evpipe.source_roles IS
 	'Roles allowed to ingest as a source; a source with no row here may be used by any producer';
 
+CREATE TABLE evpipe.source_limits (
+	source text PRIMARY KEY REFERENCES evpipe.sources ON DELETE CASCADE,
+	per_sec double precision NOT NULL CHECK (per_sec > 0 AND per_sec <= 1000000),
+	burst integer NOT NULL DEFAULT 1 CHECK (burst >= 1)
+);
+COMMENT ON TABLE evpipe.source_limits IS
+	'Ingest throttling per source (API Gateway''s throttling): events over the limit are refused with SQLSTATE PT429';
+
 CREATE TABLE evpipe.destinations (
 	name text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$'),
 	kind text NOT NULL CHECK (kind IN ('http', 'sqs', 'graphql', 'function')),
@@ -212,6 +220,8 @@ CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON ev
 CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON evpipe.sources
 	FOR EACH STATEMENT EXECUTE FUNCTION evpipe._config_changed();
 CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON evpipe.source_roles
+	FOR EACH STATEMENT EXECUTE FUNCTION evpipe._config_changed();
+CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON evpipe.source_limits
 	FOR EACH STATEMENT EXECUTE FUNCTION evpipe._config_changed();
 CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON evpipe.routes
 	FOR EACH STATEMENT EXECUTE FUNCTION evpipe._config_changed();
@@ -804,6 +814,150 @@ COMMENT ON VIEW evpipe.stats IS
 	'Per destination: pending, in flight, retrying, delivered, retried, dead-lettered, oldest pending age, last error, current send rate and time throttled by its rate limit';
 
 ---------------------------------------------------------------------------
+-- Operations
+---------------------------------------------------------------------------
+
+CREATE FUNCTION evpipe.set_source_limit(source text, per_sec double precision, burst integer DEFAULT 1)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF per_sec IS NULL THEN
+		DELETE FROM evpipe.source_limits l WHERE l.source = set_source_limit.source;
+		RETURN;
+	END IF;
+	IF per_sec <= 0 OR per_sec > 1000000 OR burst IS NULL OR burst < 1 THEN
+		RAISE EXCEPTION 'a source limit needs per_sec above 0 (at most 1000000) and burst of at least 1'
+			USING ERRCODE = '22023';
+	END IF;
+	IF source IS NULL OR source !~ '^[^[:cntrl:]]{1,128}$' THEN
+		RAISE EXCEPTION 'invalid source name' USING ERRCODE = '22023';
+	END IF;
+	INSERT INTO evpipe.sources (source) VALUES (source) ON CONFLICT DO NOTHING;
+	INSERT INTO evpipe.source_limits AS l (source, per_sec, burst) VALUES (source, per_sec, burst)
+		ON CONFLICT ON CONSTRAINT source_limits_pkey DO UPDATE SET per_sec = excluded.per_sec, burst = excluded.burst;
+END
+$$;
+COMMENT ON FUNCTION evpipe.set_source_limit(text, double precision, integer) IS
+	'Limit ingest from a source to per_sec events per second with a burst; over the limit ingest raises PT429 and writes nothing; per_sec NULL removes the limit';
+
+CREATE FUNCTION evpipe.pause_destination(name text)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT evpipe.set_destination_enabled(name, false) $$;
+COMMENT ON FUNCTION evpipe.pause_destination(text) IS
+	'Stop delivering to a destination; new events keep queueing in the outbox, nothing is lost';
+
+CREATE FUNCTION evpipe.resume_destination(name text)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT evpipe.set_destination_enabled(name, true) $$;
+COMMENT ON FUNCTION evpipe.resume_destination(text) IS 'Resume delivering to a paused destination';
+
+CREATE FUNCTION evpipe.drain(destination text DEFAULT NULL, timeout interval DEFAULT '30 seconds')
+RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	deadline timestamptz := clock_timestamp() + timeout;
+BEGIN
+	IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+		RAISE EXCEPTION 'evpipe.drain() needs READ COMMITTED' USING ERRCODE = '25000',
+			HINT = 'It waits for other transactions to deliver rows, which a fixed snapshot cannot see.';
+	END IF;
+	LOOP
+		IF NOT EXISTS (SELECT 1 FROM evpipe.outbox o
+			WHERE drain.destination IS NULL OR o.destination = drain.destination) THEN
+			RETURN true;
+		END IF;
+		IF clock_timestamp() >= deadline THEN
+			RETURN false;
+		END IF;
+		PERFORM pg_catalog.pg_sleep(0.05);
+	END LOOP;
+END
+$$;
+COMMENT ON FUNCTION evpipe.drain(text, interval) IS
+	'Wait until a destination (or every destination) has no outbox rows left, up to timeout; returns whether it drained';
+
+CREATE FUNCTION evpipe.health()
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH w AS (
+		SELECT COALESCE(NULLIF(pg_catalog.current_setting('evpipe.workers', true), ''), '0')::int AS configured,
+			(SELECT count(*) FROM pg_catalog.pg_stat_activity
+			 WHERE backend_type = 'evpipe delivery worker')::int AS alive
+	), o AS (
+		SELECT count(*)::bigint AS pending,
+			COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS oldest
+		FROM evpipe.outbox
+	), d AS (
+		SELECT count(*)::bigint AS dead FROM evpipe.dead_letters WHERE dead_at > now() - interval '1 hour'
+	), p AS (
+		SELECT COALESCE(pg_catalog.jsonb_agg(name ORDER BY name), '[]') AS paused
+		FROM evpipe.destinations WHERE NOT enabled
+	)
+	SELECT pg_catalog.jsonb_build_object(
+		'status', CASE WHEN w.alive < w.configured OR w.configured = 0 THEN 'degraded'
+			WHEN d.dead > 0 OR o.oldest > 300 THEN 'warning' ELSE 'ok' END,
+		'workersConfigured', w.configured, 'workersAlive', w.alive,
+		'pending', o.pending, 'oldestPendingAgeSeconds', round(o.oldest::numeric, 3),
+		'deadLettersLastHour', d.dead, 'pausedDestinations', p.paused)
+	FROM w, o, d, p;
+$$;
+COMMENT ON FUNCTION evpipe.health() IS
+	'A summary for on-call: workers alive vs configured, pending rows and the oldest one''s age, dead letters in the last hour, paused destinations';
+
+CREATE FUNCTION evpipe.metrics()
+RETURNS text
+AS 'MODULE_PATHNAME', 'evpipe_metrics'
+LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION evpipe.metrics() IS
+	'Counters and gauges in the Prometheus text exposition format (labels destination, event_type, reason, source)';
+
+-- Outcome events: when evpipe.outcome_events is on, a delivery reaching a
+-- final state is itself ingested (and routed like any other event).
+SELECT evpipe.register_event_type('evpipe.delivery_succeeded', '{
+	"type": "object", "required": ["eventId", "eventType", "destination", "attempts"],
+	"properties": {"eventId": {"type": "string"}, "eventType": {"type": "string"},
+		"destination": {"type": "string"}, "attempts": {"type": "integer"},
+		"status": {"type": ["integer", "null"]}, "error": {"type": ["string", "null"]}}}');
+SELECT evpipe.register_event_type('evpipe.delivery_failed', '{
+	"type": "object", "required": ["eventId", "eventType", "destination", "attempts"],
+	"properties": {"eventId": {"type": "string"}, "eventType": {"type": "string"},
+		"destination": {"type": "string"}, "attempts": {"type": "integer"},
+		"status": {"type": ["integer", "null"]}, "error": {"type": ["string", "null"]}}}');
+
+CREATE FUNCTION evpipe._emit_outcome(event_id text, destination text, delivered boolean,
+	attempts integer, status integer, error text)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	et text;
+	tp text;
+BEGIN
+	SELECT e.event_type, e.traceparent INTO et, tp FROM evpipe.events e WHERE e.event_id = _emit_outcome.event_id;
+	IF et IS NULL OR et IN ('evpipe.delivery_succeeded', 'evpipe.delivery_failed') THEN
+		RETURN;					-- never for the outcome events' own deliveries
+	END IF;
+	PERFORM evpipe.ingest(pg_catalog.jsonb_build_object(
+		'eventId', 'outcome-' || pg_catalog.md5(event_id || '/' || destination || '/' || clock_timestamp()::text),
+		'eventType', CASE WHEN delivered THEN 'evpipe.delivery_succeeded' ELSE 'evpipe.delivery_failed' END,
+		'source', 'evpipe',
+		'timestamp', pg_catalog.to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+		'payload', pg_catalog.jsonb_build_object('eventId', event_id, 'eventType', et,
+			'destination', destination, 'attempts', attempts, 'status', status, 'error', error))
+		|| CASE WHEN tp IS NULL THEN '{}'::jsonb ELSE pg_catalog.jsonb_build_object('traceparent', tp) END);
+EXCEPTION WHEN invalid_parameter_value THEN
+	NULL;						-- no route for outcome events: nothing to send
+END
+$$;
+COMMENT ON FUNCTION evpipe._emit_outcome(text, text, boolean, integer, integer, text) IS
+	'Internal: ingest the outcome event of a delivery that reached a final state';
+
+---------------------------------------------------------------------------
 -- Privileges
 ---------------------------------------------------------------------------
 
@@ -824,5 +978,8 @@ GRANT EXECUTE ON FUNCTION
 	evpipe.drop_route(integer),
 	evpipe.replay_dead_letters(text, text, timestamptz, text),
 	evpipe.purge_dead_letters(text, text, timestamptz, text, timestamptz),
-	evpipe._redact(jsonb), evpipe._runtime(text)
+	evpipe._redact(jsonb), evpipe._runtime(text),
+	evpipe.set_source_limit(text, double precision, integer),
+	evpipe.pause_destination(text), evpipe.resume_destination(text),
+	evpipe.drain(text, interval), evpipe.health(), evpipe.metrics()
 	TO evpipe_admin;

@@ -74,6 +74,7 @@ typedef struct DeliveryItem
 	char	   *payload;		/* payload (enrich applied) as JSON text */
 	char	   *timestamp;		/* the envelope's timestamp */
 	char	   *group;			/* sqs FIFO message group, else NULL */
+	TimestampTz created_us;		/* when the outbox row was written */
 } DeliveryItem;
 
 typedef enum OutcomeKind

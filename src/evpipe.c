@@ -25,6 +25,7 @@
 #include "utils/timestamp.h"
 
 #include "evpipe.h"
+#include "metrics.h"
 #include "ratelimit.h"
 
 PG_MODULE_MAGIC;
@@ -41,6 +42,7 @@ int			evpipe_tick_ms = 1000;
 int			evpipe_delivered_retention_s = 7 * 86400;
 int			evpipe_max_destinations = 256;
 bool		evpipe_log_deliveries = false;
+bool		evpipe_outcome_events = false;
 
 EvpipeShared *evpipe_shared = NULL;
 
@@ -58,7 +60,9 @@ PG_FUNCTION_INFO_V1(evpipe_config_changed);
 static Size
 evpipe_shmem_size(void)
 {
-	return add_size(MAXALIGN(sizeof(EvpipeShared)), ep_rate_shmem_size());
+	return add_size(add_size(MAXALIGN(sizeof(EvpipeShared)),
+							 MAXALIGN(ep_rate_shmem_size())),
+					ep_metrics_shmem_size());
 }
 
 /* Ask the postmaster for our shared memory (PG15: from shmem_request_hook). */
@@ -96,6 +100,8 @@ evpipe_shmem_startup(void)
 	}
 	ep_rate_shmem_init((char *) evpipe_shared + MAXALIGN(sizeof(EvpipeShared)),
 					   found);
+	ep_metrics_shmem_init((char *) evpipe_shared + MAXALIGN(sizeof(EvpipeShared)) +
+						  MAXALIGN(ep_rate_shmem_size()), found);
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -206,6 +212,10 @@ _PG_init(void)
 	DefineCustomBoolVariable("evpipe.log_rejections",
 							 "Log one structured line per rejected ingest.",
 							 NULL, &evpipe_log_rejections, false, PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+	DefineCustomBoolVariable("evpipe.outcome_events",
+							 "Ingest evpipe.delivery_succeeded and evpipe.delivery_failed events when deliveries reach a final state.",
+							 NULL, &evpipe_outcome_events, false, PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
 	DefineCustomBoolVariable("evpipe.log_deliveries",
 							 "Log one structured line per successful delivery.",

@@ -29,6 +29,7 @@ extern int	evpipe_tick_ms;
 extern int	evpipe_delivered_retention_s;
 extern int	evpipe_max_destinations;
 extern bool evpipe_log_deliveries;
+extern bool evpipe_outcome_events;
 
 /* Per-worker slot in shared memory: no process-local pointers here. */
 typedef struct EvpipeWorkerSlot

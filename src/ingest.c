@@ -38,6 +38,10 @@
 
 #include "evpipe.h"
 #include "jsonschema.h"
+#include "metrics.h"
+#include "ratelimit.h"
+
+#define ERRCODE_EVPIPE_TOO_MANY MAKE_SQLSTATE('P', 'T', '4', '2', '9')
 
 PG_FUNCTION_INFO_V1(evpipe_ingest);
 PG_FUNCTION_INFO_V1(evpipe_route_explain);
@@ -56,6 +60,9 @@ typedef struct EpTypeEntry
 typedef struct EpSourceEntry
 {
 	char	   *source;
+	double		limit_per_sec;	/* 0: no ingest limit */
+	int			limit_burst;
+	int			limit_slot;
 	char	   *event_type;		/* NULL: no mapping, only role bindings */
 	char	   *id_field;
 	char	   *ts_field;
@@ -75,7 +82,7 @@ typedef struct EpRouteEntry
 	bool		enabled;
 } EpRouteEntry;
 
-#define N_CONFIG_RELS 5
+#define N_CONFIG_RELS 6
 
 static struct
 {
@@ -160,6 +167,7 @@ reject(int sqlstate, const char *path, const char *rule, const char *extra,
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 
+	ep_metric_add(EP_MK_REJECT, rule, NULL, 0, 1);
 	if (evpipe_log_rejections)
 		ereport(LOG,
 				(errmsg("evpipe event=ingest_rejected sqlstate=%s event_id=%s source=%s path=%s rule=%s reason=\"%s\"",
@@ -217,7 +225,8 @@ static void
 config_load(void)
 {
 	static const char *const relnames[N_CONFIG_RELS] = {
-		"event_types", "sources", "source_roles", "routes", "destinations"};
+		"event_types", "sources", "source_roles", "routes", "destinations",
+		"source_limits"};
 	Oid			nsp;
 	uint64		i;
 	int			j;
@@ -276,7 +285,8 @@ config_load(void)
 
 	spi_config_query("SELECT s.source, s.event_type, s.id_field, s.timestamp_field, "
 					 "ARRAY(SELECT r.role_name::text FROM evpipe.source_roles r "
-					 "WHERE r.source = s.source ORDER BY 1) FROM evpipe.sources s");
+					 "WHERE r.source = s.source ORDER BY 1), l.per_sec, l.burst "
+					 "FROM evpipe.sources s LEFT JOIN evpipe.source_limits l USING (source)");
 	config.nsources = (int) SPI_processed;
 	config.sources = MemoryContextAllocZero(config.cxt,
 											sizeof(EpSourceEntry) * (SPI_processed + 1));
@@ -299,6 +309,18 @@ config_load(void)
 		d = SPI_getbinval(tup, desc, 5, &isnull);
 		deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false,
 						  TYPALIGN_INT, &elems, &nulls, &n);
+		d = SPI_getbinval(tup, desc, 6, &isnull);
+		s->limit_per_sec = isnull ? 0 : DatumGetFloat8(d);
+		d = SPI_getbinval(tup, desc, 7, &isnull);
+		s->limit_burst = isnull ? 1 : DatumGetInt32(d);
+		s->limit_slot = -1;
+		if (s->limit_per_sec > 0 && evpipe_is_preloaded())
+		{
+			char		key[160];
+
+			snprintf(key, sizeof(key), "source\x1f%s", s->source);
+			s->limit_slot = ep_rate_slot(key);
+		}
 		s->nroles = n;
 		s->roles = MemoryContextAllocZero(config.cxt, sizeof(char *) * (n + 1));
 		for (k = 0; k < n; k++)
@@ -616,6 +638,7 @@ check_source_allowed(EpSourceEntry *src, Oid caller)
 		if (OidIsValid(r) && has_privs_of_role(caller, r))
 			return;
 	}
+	ep_metric_add(EP_MK_REJECT, "permission", NULL, 0, 1);
 	if (evpipe_log_rejections)
 		ereport(LOG,
 				(errmsg("evpipe event=ingest_rejected sqlstate=42501 event_id=%s source=%s reason=\"source bound to other roles\"",
@@ -626,6 +649,61 @@ check_source_allowed(EpSourceEntry *src, Oid caller)
 			 errmsg("permission denied to ingest as source \"%s\"", src->source),
 			 errdetail("The source is bound to roles that the current role is not a member of."),
 			 errhint("An evpipe_admin can allow it with evpipe.bind_source().")));
+}
+
+/* Refuse with PT429 (PostgREST: 429) when a source is over its limit. */
+static void
+check_source_limit(EpSourceEntry *src)
+{
+	int64		offset;
+
+	if (src == NULL || src->limit_per_sec <= 0 || src->limit_slot < 0)
+		return;
+	if (ep_rate_reserve(src->limit_slot, src->limit_per_sec, src->limit_burst,
+						1, 0, &offset) == 1)
+		return;
+	ep_metric_add(EP_MK_THROTTLE, src->source, NULL, 0, 1);
+	if (evpipe_log_rejections)
+		ereport(LOG,
+				(errmsg("evpipe event=ingest_throttled event_id=%s source=%s limit_per_sec=%g",
+						current_event_id ? current_event_id : "-", src->source,
+						src->limit_per_sec),
+				 errhidestmt(true)));
+	ereport(ERROR,
+			(errcode(ERRCODE_EVPIPE_TOO_MANY),
+			 errmsg("too many events from source \"%s\"", src->source),
+			 errdetail("The source is limited to %g events per second (burst %d).",
+					   src->limit_per_sec, src->limit_burst),
+			 errhint("Retry later; PostgREST answers 429.")));
+}
+
+/* A fresh W3C traceparent for an event that arrives without one. */
+static char *
+new_traceparent(void)
+{
+	uint8		r[24];
+	char	   *out = palloc(56);
+	int			i;
+	static const char hex[] = "0123456789abcdef";
+
+	if (!pg_strong_random(r, sizeof(r)))
+		return NULL;
+	r[0] |= 1;					/* ids are never all zeros */
+	r[16] |= 1;
+	memcpy(out, "00-", 3);
+	for (i = 0; i < 16; i++)
+	{
+		out[3 + 2 * i] = hex[r[i] >> 4];
+		out[4 + 2 * i] = hex[r[i] & 15];
+	}
+	out[35] = '-';
+	for (i = 0; i < 8; i++)
+	{
+		out[36 + 2 * i] = hex[r[16 + i] >> 4];
+		out[37 + 2 * i] = hex[r[16 + i] & 15];
+	}
+	memcpy(out + 52, "-01", 4);
+	return out;
 }
 
 /*
@@ -820,6 +898,7 @@ prepare_event(Jsonb *raw, const char *source_arg, Oid caller, EpEvent *ev)
 		src = find_source(ev->source);
 	ev->src = src;
 	check_source_allowed(src, caller);
+	check_source_limit(src);
 
 	/* eventType registered and enabled */
 	ev->type = find_type(ev->event_type);
@@ -1025,7 +1104,8 @@ insert_event(EpEvent *ev, List *dests, Oid caller)
 	values[4] = TimestampTzGetDatum(ev->ts);
 	values[5] = text_or_null(ev->correlation_id, nulls, 5);
 	values[6] = text_or_null(ev->priority, nulls, 6);
-	values[7] = text_or_null(ev->traceparent, nulls, 7);
+	values[7] = text_or_null(ev->traceparent ? ev->traceparent : new_traceparent(),
+							 nulls, 7);
 	values[8] = JsonbPGetDatum(ev->envelope);
 	values[9] = DirectFunctionCall1(namein,
 									CStringGetDatum(GetUserNameFromId(caller, false)));
@@ -1120,6 +1200,7 @@ handle_existing(EpEvent *ev, Jsonb *stored)
 	if (!DatumGetBool(DirectFunctionCall2(jsonb_eq, JsonbPGetDatum(stored),
 										  JsonbPGetDatum(ev->envelope))))
 	{
+		ep_metric_add(EP_MK_REJECT, "unique", NULL, 0, 1);
 		if (evpipe_log_rejections)
 			ereport(LOG,
 					(errmsg("evpipe event=ingest_rejected sqlstate=23505 event_id=%s source=%s reason=\"event id reused with other content\"",
@@ -1132,6 +1213,7 @@ handle_existing(EpEvent *ev, Jsonb *stored)
 				 errdetail("Path $.eventId, rule \"unique\": an eventId identifies one event, and a retry must send the same content."),
 				 errhint("Use a new eventId for a new event.")));
 	}
+	ep_metric_add(EP_MK_INGEST, ev->event_type, NULL, EP_M_DUPLICATE, 1);
 	return ingest_result(ev->event_id, "duplicate",
 						 existing_destinations(ev->event_id));
 }
@@ -1201,6 +1283,7 @@ evpipe_ingest(PG_FUNCTION_ARGS)
 	}
 	else if (insert_event(&ev, dests, caller))
 	{
+		ep_metric_add(EP_MK_INGEST, ev.event_type, NULL, EP_M_INGESTED, 1);
 		result = ingest_result(ev.event_id, "accepted", dests);
 		evpipe_request_wake();
 		set_postgrest_status();

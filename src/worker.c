@@ -48,6 +48,7 @@
 
 #include "delivery.h"
 #include "evpipe.h"
+#include "metrics.h"
 #include "ratelimit.h"
 
 #define MAX_SOCKETS 1024
@@ -441,6 +442,10 @@ settle_item(DestConfig *d, DeliveryItem *item, ItemResult *res,
 
 	if (res->ok)
 	{
+		ep_metric_add(EP_MK_DELIVERY, name, item->event_type, EP_M_DELIVERED, 1);
+		if (item->created_us)
+			ep_metric_latency(name, item->event_type,
+							  GetCurrentTimestamp() - item->created_us);
 		add_outcome(item->outbox_id, item->attempts, OUTCOME_DELIVERED,
 					res->status, NULL, NULL, 0, item->event_id, name);
 		if (evpipe_log_deliveries)
@@ -457,11 +462,16 @@ settle_item(DestConfig *d, DeliveryItem *item, ItemResult *res,
 					item->event_id, name);
 	}
 	else if (res->permanent || item->attempts >= max_attempts || d == NULL)
+	{
+		ep_metric_add(EP_MK_DELIVERY, name, item->event_type, EP_M_DEAD, 1);
 		add_outcome(item->outbox_id, item->attempts, OUTCOME_DEAD,
 					res->status, res->error, excerpt, 0, item->event_id, name);
+	}
 	else
 	{
 		long		delay = backoff_ms(d, item->attempts);
+
+		ep_metric_add(EP_MK_DELIVERY, name, item->event_type, EP_M_RETRIED, 1);
 
 		if (retry_after_ms > delay)
 			delay = retry_after_ms;
@@ -960,6 +970,45 @@ extension_ready(void)
 }
 
 /*
+ * Ingest an outcome event for each delivery that reached a final state in
+ * this transaction (evpipe.outcome_events). Requires an open transaction.
+ */
+static void
+emit_outcome_events(void)
+{
+	static SPIPlanPtr plan = NULL;
+	ListCell   *lc;
+
+	if (plan == NULL)
+	{
+		Oid			types[6] = {TEXTOID, TEXTOID, BOOLOID, INT4OID, INT4OID, TEXTOID};
+
+		plan = SPI_prepare("SELECT evpipe._emit_outcome($1, $2, $3, $4, $5, $6)", 6, types);
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "evpipe: could not prepare the outcome event statement");
+	}
+	foreach(lc, W.outcomes)
+	{
+		Outcome    *o = lfirst(lc);
+		Datum		values[6];
+		char		nulls[7] = "      ";
+
+		if (o->kind != OUTCOME_DELIVERED && o->kind != OUTCOME_DEAD)
+			continue;
+		values[0] = CStringGetTextDatum(o->event_id);
+		values[1] = CStringGetTextDatum(o->dest);
+		values[2] = BoolGetDatum(o->kind == OUTCOME_DELIVERED);
+		values[3] = Int32GetDatum(o->attempts);
+		values[4] = Int32GetDatum(o->status);
+		nulls[4] = o->status ? ' ' : 'n';
+		values[5] = o->error ? CStringGetTextDatum(o->error) : (Datum) 0;
+		nulls[5] = o->error ? ' ' : 'n';
+		if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "evpipe: emitting an outcome event failed");
+	}
+}
+
+/*
  * Record queued outcomes in one statement: delivered rows move to
  * evpipe.delivered, dead ones to evpipe.dead_letters (with a WARNING and a
  * NOTIFY), retries get their next attempt time. Only rows still leased by
@@ -1107,6 +1156,8 @@ record_outcomes_in_tx(void)
 						SPI_getvalue(tup, desc, 5)),
 				 errhidestmt(true)));
 	}
+	if (evpipe_outcome_events)
+		emit_outcome_events();
 	foreach(lc, W.outcomes)
 		if (((Outcome *) lfirst(lc))->kind == OUTCOME_DELIVERED)
 			W.delivered_total++;
@@ -1229,6 +1280,7 @@ fill_item(DeliveryItem *item, HeapTuple tup, TupleDesc desc)
 	item->traceparent = SPI_getvalue(tup, desc, 10);
 	item->timestamp = SPI_getvalue(tup, desc, 11);
 	item->group = SPI_getvalue(tup, desc, 12);
+	item->created_us = DatumGetTimestampTz(SPI_getbinval(tup, desc, 13, &isnull));
 }
 
 /* A new request for a destination, in its own memory context. */
@@ -1257,6 +1309,7 @@ copy_item(DeliveryRequest *r, DeliveryItem *src)
 
 	dst->outbox_id = src->outbox_id;
 	dst->attempts = src->attempts;
+	dst->created_us = src->created_us;
 #define COPY(f) dst->f = src->f ? pstrdup(src->f) : NULL
 	COPY(event_id);
 	COPY(body);
@@ -1399,7 +1452,7 @@ claim_and_start(void)
 							   "  first_attempt_at = COALESCE(o.first_attempt_at, pg_catalog.now()),"
 							   "  last_attempt_at = pg_catalog.now()"
 							   " FROM c WHERE o.id = c.id"
-							   " RETURNING o.id, o.event_id, o.destination, o.attempts, c.grp)"
+							   " RETURNING o.id, o.event_id, o.destination, o.attempts, c.grp, o.created_at)"
 							   " SELECT u.id, u.event_id, u.destination, u.attempts,"
 							   "  (CASE WHEN dst.config ? 'enrich' THEN pg_catalog.jsonb_set(e.event, '{payload}',"
 							   "   (e.event -> 'payload') || (dst.config -> 'enrich')) ELSE e.event END)::text,"
@@ -1407,7 +1460,8 @@ claim_and_start(void)
 							   "   ELSE e.event -> 'payload' END)::text,"
 							   "  e.event_type, e.source, e.correlation_id, e.traceparent, e.event ->> 'timestamp',"
 							   "  CASE WHEN u.grp = '' THEN NULL ELSE"
-							   "   COALESCE(e.event #>> pg_catalog.string_to_array(u.grp, '.'), e.source) END"
+							   "   COALESCE(e.event #>> pg_catalog.string_to_array(u.grp, '.'), e.source) END,"
+							   "  u.created_at"
 							   " FROM u JOIN evpipe.events e ON e.event_id = u.event_id"
 							   " JOIN evpipe.destinations dst ON dst.name = u.destination"
 							   " ORDER BY u.destination, u.id",
