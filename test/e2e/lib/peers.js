@@ -30,7 +30,8 @@ function httpJson(method, url, body) {
 
 function startPeer(name, args = []) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(PEERS, `${name}.js`), '--port', '0', ...args], {
+    const portArgs = args.includes('--port') ? [] : ['--port', '0'];
+    const child = spawn(process.execPath, [path.join(PEERS, `${name}.js`), ...portArgs, ...args], {
       stdio: ['ignore', 'pipe', 'inherit'],
       env: { ...process.env, NODE_NO_WARNINGS: '1' },
     });
