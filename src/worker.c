@@ -1534,11 +1534,14 @@ claim_and_start(void)
 			DeliveryItem *item = lfirst(lc);
 			int64		offset = p->offsets[j++];
 
+			/*
+			 * A FIFO destination's claim (at most one batch) goes out as one
+			 * request: SQS keeps each group's order within a batch, and two
+			 * concurrent requests would not.
+			 */
 			if (cur && (cur->nitems >= kind->max_batch || offset != cur_offset ||
 						(kind->max_batch_bytes > 0 &&
-						 cur_bytes + strlen(item->body) > kind->max_batch_bytes) ||
-						(d->fifo && item->group && cur->items[0].group &&
-						 strcmp(item->group, cur->items[0].group) != 0)))
+						 cur_bytes + strlen(item->body) > kind->max_batch_bytes)))
 			{
 				start_request(d, kind, cur, claimed_at + cur_offset);
 				cur = NULL;
