@@ -7,10 +7,16 @@
 // hangMs, delayMs, body}, GET /_control/stats.
 'use strict';
 const http = require('node:http');
+const https = require('node:https');
+const fs = require('node:fs');
 const { performance } = require('node:perf_hooks');
 
 const args = process.argv.slice(2);
 const port = Number(args[args.indexOf('--port') + 1] || 0);
+// --tls CERT KEY: serve HTTPS with that certificate
+const tls = args.includes('--tls')
+  ? { cert: fs.readFileSync(args[args.indexOf('--tls') + 1]), key: fs.readFileSync(args[args.indexOf('--tls') + 2]) }
+  : null;
 
 let seq = 0;
 let records = [];
@@ -72,7 +78,7 @@ async function control(req, res, url, body) {
   return json(res, 404, { error: 'unknown control endpoint' });
 }
 
-const server = http.createServer((req, res) => {
+const handler = (req, res) => {
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
   req.on('end', async () => {
@@ -122,11 +128,13 @@ const server = http.createServer((req, res) => {
       }
     }
     rec.answeredStatus = status;
+    if (b && b.location) headers.Location = b.location;
     headers['Content-Length'] = Buffer.byteLength(answer);
     res.writeHead(status, headers);
     res.end(answer);
   });
-});
+};
+const server = tls ? https.createServer(tls, handler) : http.createServer(handler);
 server.keepAliveTimeout = 65000;
 server.headersTimeout = 66000;
 server.requestTimeout = 0;
