@@ -130,6 +130,7 @@ test('outcome events: final states are ingested and routed, never recursively', 
   await pg.reload();
   await new Promise((r) => setTimeout(r, 300));
   await ingest(ev('out-ok', 'OPS', { n: 1 }));
+  await pg.waitFor("SELECT 1 FROM evpipe.delivered WHERE event_id = 'out-ok'", (r) => r.length === 1, 10000);
   await sink.control('POST', '/_control/behavior', { path: '/ops', status: 400 });
   await ingest(ev('out-bad', 'OPS', { n: 2 }));
   await pg.waitFor("SELECT count(*)::int AS n FROM evpipe.delivered WHERE destination = 'notify'", (r) => r[0].n >= 2, 15000);
@@ -148,6 +149,7 @@ test('outcome events: final states are ingested and routed, never recursively', 
 });
 
 test('pause, resume, drain and health', async () => {
+  await sink.control('POST', '/_control/behavior', { path: '/ops', status: 200 });
   await q("SELECT evpipe.pause_destination('ops-hook')");
   for (let i = 0; i < 5; i++) await ingest(ev(`pz-${i}`, 'OPS', { n: i }));
   await new Promise((r) => setTimeout(r, 700));
