@@ -1230,20 +1230,30 @@ set_postgrest_status(void)
 								 false);
 }
 
-/* SQL: evpipe.ingest(event jsonb, source text DEFAULT NULL) RETURNS jsonb */
-Datum
-evpipe_ingest(PG_FUNCTION_ARGS)
+/* What ingest and route_explain share while they run. */
+typedef struct IngestCall
+{
+	Oid			caller;			/* the calling role */
+	Oid			save_userid;
+	int			save_sec;
+	MemoryContext caller_cxt;	/* where the answer must live */
+	EpEvent		ev;
+	List	   *dests;
+} IngestCall;
+
+/*
+ * Start an ingest-like call: read the arguments, switch to the extension
+ * owner for the SPI work, load the configuration, then validate, normalise
+ * and route the event into call->ev and call->dests.
+ */
+static void
+begin_call(FunctionCallInfo fcinfo, IngestCall *call)
 {
 	Jsonb	   *raw;
 	char	   *source_arg = NULL;
-	Oid			caller = GetUserId();
-	Oid			save_userid;
-	int			save_sec;
-	EpEvent		ev;
-	List	   *dests;
-	Jsonb	   *result;
-	MemoryContext caller_cxt = CurrentMemoryContext;
 
+	call->caller = GetUserId();
+	call->caller_cxt = CurrentMemoryContext;
 	if (PG_ARGISNULL(0))
 		reject(ERRCODE_NULL_VALUE_NOT_ALLOWED, "$", "type", NULL, NULL,
 			   "event must not be null");
@@ -1251,67 +1261,81 @@ evpipe_ingest(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(1))
 		source_arg = text_to_cstring(PG_GETARG_TEXT_PP(1));
 
-	GetUserIdAndSecContext(&save_userid, &save_sec);
+	GetUserIdAndSecContext(&call->save_userid, &call->save_sec);
 	SetUserIdAndSecContext(function_owner(fcinfo->flinfo->fn_oid),
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   call->save_sec | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "evpipe: SPI_connect failed");
 	config_ensure();
+	prepare_event(raw, source_arg, call->caller, &call->ev);
+	call->dests = route_event(&call->ev);
+}
 
-	prepare_event(raw, source_arg, caller, &ev);
-	dests = route_event(&ev);
+/* Finish the call: copy the answer out of SPI memory, switch back. */
+static Jsonb *
+end_call(IngestCall *call, Jsonb *result)
+{
+	MemoryContext old = MemoryContextSwitchTo(call->caller_cxt);
 
-	if (dests == NIL)
+	result = (Jsonb *) PG_DETOAST_DATUM_COPY(JsonbPGetDatum(result));
+	MemoryContextSwitchTo(old);
+	SPI_finish();
+	SetUserIdAndSecContext(call->save_userid, call->save_sec);
+	current_event_id = NULL;
+	current_source = NULL;
+	return result;
+}
+
+/* SQL: evpipe.ingest(event jsonb, source text DEFAULT NULL) RETURNS jsonb */
+Datum
+evpipe_ingest(PG_FUNCTION_ARGS)
+{
+	IngestCall	call;
+	EpEvent    *ev = &call.ev;
+	Jsonb	   *result;
+
+	begin_call(fcinfo, &call);
+
+	if (call.dests == NIL)
 	{
-		Jsonb	   *stored = existing_event(ev.event_id);
+		Jsonb	   *stored = existing_event(ev->event_id);
 
 		if (stored != NULL)
-			result = handle_existing(&ev, stored);
+			result = handle_existing(ev, stored);
 		else
 		{
 			char		extra[300];
 
 			snprintf(extra, sizeof(extra), "event type %s, source %s, priority %s",
-					 ev.event_type, ev.source,
-					 ev.priority ? ev.priority : "(none)");
+					 ev->event_type, ev->source,
+					 ev->priority ? ev->priority : "(none)");
 			reject(ERRCODE_INVALID_PARAMETER_VALUE, "$.eventType", "route",
 				   extra,
 				   "An evpipe_admin adds routes with evpipe.add_route(); evpipe.route_explain() shows the rules.",
-				   "no route matches event type \"%s\"", ev.event_type);
+				   "no route matches event type \"%s\"", ev->event_type);
 		}
 	}
-	else if (insert_event(&ev, dests, caller))
+	else if (insert_event(ev, call.dests, call.caller))
 	{
-		ep_metric_add(EP_MK_INGEST, ev.event_type, NULL, EP_M_INGESTED, 1);
-		result = ingest_result(ev.event_id, "accepted", dests);
+		ep_metric_add(EP_MK_INGEST, ev->event_type, NULL, EP_M_INGESTED, 1);
+		result = ingest_result(ev->event_id, "accepted", call.dests);
 		evpipe_request_wake();
 		set_postgrest_status();
 	}
 	else
 	{
-		Jsonb	   *stored = existing_event(ev.event_id);
+		Jsonb	   *stored = existing_event(ev->event_id);
 
 		if (stored == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-					 errmsg("event \"%s\" was changed concurrently", ev.event_id),
+					 errmsg("event \"%s\" was changed concurrently", ev->event_id),
 					 errhint("Retry the call.")));
-		result = handle_existing(&ev, stored);
+		result = handle_existing(ev, stored);
 	}
 
-	/* copy the answer out of SPI's memory */
-	{
-		MemoryContext old = MemoryContextSwitchTo(caller_cxt);
-
-		result = (Jsonb *) PG_DETOAST_DATUM_COPY(JsonbPGetDatum(result));
-		MemoryContextSwitchTo(old);
-	}
-	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec);
-	current_event_id = NULL;
-	current_source = NULL;
-	PG_RETURN_JSONB_P(result);
+	PG_RETURN_JSONB_P(end_call(&call, result));
 }
 
 /*
@@ -1322,50 +1346,28 @@ evpipe_ingest(PG_FUNCTION_ARGS)
 Datum
 evpipe_route_explain(PG_FUNCTION_ARGS)
 {
-	Jsonb	   *raw;
-	char	   *source_arg = NULL;
-	Oid			caller = GetUserId();
-	Oid			save_userid;
-	int			save_sec;
-	EpEvent		ev;
+	IngestCall	call;
+	EpEvent    *ev = &call.ev;
 	JsonbParseState *ps = NULL;
 	JsonbValue *res;
-	Jsonb	   *result;
-	List	   *dests;
 	int			i;
-	MemoryContext caller_cxt = CurrentMemoryContext;
 
-	if (PG_ARGISNULL(0))
-		reject(ERRCODE_NULL_VALUE_NOT_ALLOWED, "$", "type", NULL, NULL,
-			   "event must not be null");
-	raw = PG_GETARG_JSONB_P(0);
-	if (!PG_ARGISNULL(1))
-		source_arg = text_to_cstring(PG_GETARG_TEXT_PP(1));
-
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(function_owner(fcinfo->flinfo->fn_oid),
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "evpipe: SPI_connect failed");
-	config_ensure();
-	prepare_event(raw, source_arg, caller, &ev);
-	dests = route_event(&ev);
+	begin_call(fcinfo, &call);
 
 	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-	push_str(&ps, "eventId", ev.event_id);
-	push_str(&ps, "eventType", ev.event_type);
-	push_str(&ps, "source", ev.source);
-	push_str(&ps, "priority", ev.priority);
-	push_int(&ps, "schemaVersion", ev.type->version);
-	push_str_array(&ps, "destinations", dests);
+	push_str(&ps, "eventId", ev->event_id);
+	push_str(&ps, "eventType", ev->event_type);
+	push_str(&ps, "source", ev->source);
+	push_str(&ps, "priority", ev->priority);
+	push_int(&ps, "schemaVersion", ev->type->version);
+	push_str_array(&ps, "destinations", call.dests);
 	push_key(&ps, "rules");
 	pushJsonbValue(&ps, WJB_BEGIN_ARRAY, NULL);
 	for (i = 0; i < config.nroutes; i++)
 	{
 		EpRouteEntry *r = &config.routes[i];
 		char	   *why;
-		bool		m = route_matches(r, &ev, &why);
+		bool		m = route_matches(r, ev, &why);
 		int			j;
 
 		/* a destination already added by an earlier rule is not added twice */
@@ -1374,7 +1376,7 @@ evpipe_route_explain(PG_FUNCTION_ARGS)
 			char	   *w;
 
 			if (strcmp(config.routes[j].destination, r->destination) == 0 &&
-				route_matches(&config.routes[j], &ev, &w))
+				route_matches(&config.routes[j], ev, &w))
 			{
 				why = psprintf("%s; destination already added by rule %d",
 							   why, config.routes[j].id);
@@ -1394,19 +1396,7 @@ evpipe_route_explain(PG_FUNCTION_ARGS)
 	}
 	pushJsonbValue(&ps, WJB_END_ARRAY, NULL);
 	res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
-	result = JsonbValueToJsonb(res);
-
-	{
-		MemoryContext old = MemoryContextSwitchTo(caller_cxt);
-
-		result = (Jsonb *) PG_DETOAST_DATUM_COPY(JsonbPGetDatum(result));
-		MemoryContextSwitchTo(old);
-	}
-	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec);
-	current_event_id = NULL;
-	current_source = NULL;
-	PG_RETURN_JSONB_P(result);
+	PG_RETURN_JSONB_P(end_call(&call, JsonbValueToJsonb(res)));
 }
 
 /* SQL: evpipe._check_schema(schema jsonb): raise if the schema is invalid. */

@@ -82,11 +82,6 @@ async function startCluster(opts = {}) {
   };
   // core files (if the machine keeps them) help diagnose a crash
   const env = { ...(opts.env || {}) };
-  // the sanitizer suite preloads the ASan runtime into PostgreSQL only
-  if (process.env.EVPIPE_PG_PRELOAD) {
-    env.LD_PRELOAD = process.env.EVPIPE_PG_PRELOAD;
-    for (const k of ['ASAN_OPTIONS', 'UBSAN_OPTIONS']) if (process.env[k]) env[k] = process.env[k];
-  }
   const envPrefix = Object.entries(env).map(([k, v]) => `export ${k}='${v}'; `).join('');
   const start = () => asPostgres('bash', ['-c', `${envPrefix}ulimit -c unlimited 2>/dev/null; exec ${BIN}/pg_ctl -D '${dataDir}' -l '${logFile}' -w -t 60 start`]);
   start();
