@@ -104,7 +104,8 @@ test('tracing: the traceparent (given or generated) follows the event to the tar
 });
 
 test('ingest throttling per source: over the limit is PT429, counted, nothing written', async () => {
-  await q("SELECT evpipe.set_source_limit('bursty', 1, 3)");
+  // one event per 2.5 s after a burst of 3: six quick ingests never see a refill
+  await q("SELECT evpipe.set_source_limit('bursty', 0.4, 3)");
   const results = [];
   for (let i = 0; i < 6; i++) {
     try {
@@ -119,7 +120,7 @@ test('ingest throttling per source: over the limit is PT429, counted, nothing wr
   assert.equal(n[0].n, 3);
   const m = (await q('SELECT evpipe.metrics() AS m'))[0].m;
   assert.match(m, /evpipe_ingest_throttled_total\{source="bursty"\} 3/);
-  await new Promise((r) => setTimeout(r, 1100));
+  await new Promise((r) => setTimeout(r, 2700));
   assert.equal((await ingest(ev('thr-late', 'OPS', { n: 9 }, { source: 'bursty' }))).status, 'accepted', 'the limit refills');
 });
 
