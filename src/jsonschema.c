@@ -846,11 +846,14 @@ static int
 pattern_too_complex(const char *ere)
 {
 #define MAX_GROUPS 64
-#define MAX_PATTERN_SIZE 20000.0
+#define MAX_PATTERN_SIZE 5000.0
+#define MAX_QUANTIFIERS 64
 	double		sum[MAX_GROUPS + 1];
 	double		last = 0;		/* size of the last atom */
 	int			level = 0;
 	size_t		i = 0;
+	int			quantifiers = 0;
+	int			after_quantifier = 0;	/* stacked ones compile exponentially */
 
 	sum[0] = 0;
 	while (ere[i])
@@ -875,6 +878,9 @@ pattern_too_complex(const char *ere)
 		}
 		else if (c == '*' || c == '+' || c == '?')
 		{
+			if (after_quantifier || ++quantifiers > MAX_QUANTIFIERS)
+				return 1;
+			after_quantifier = 2;
 			sum[level] += last;	/* roughly doubles the atom */
 			last *= 2;
 			i++;
@@ -883,6 +889,10 @@ pattern_too_complex(const char *ere)
 		{
 			double		n = 0;
 			double		m = -1;
+
+			if (after_quantifier || ++quantifiers > MAX_QUANTIFIERS)
+				return 1;
+			after_quantifier = 2;
 
 			i++;
 			while (isdigit((unsigned char) ere[i]) && n <= 100000)
@@ -945,6 +955,8 @@ pattern_too_complex(const char *ere)
 		}
 		if (sum[level] > MAX_PATTERN_SIZE || last > MAX_PATTERN_SIZE)
 			return 1;
+		if (after_quantifier > 0)
+			after_quantifier--;
 	}
 	return 0;
 }

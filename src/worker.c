@@ -638,8 +638,9 @@ request_free(DeliveryRequest *r)
 {
 	if (r->easy)
 	{
+		/* removing a handle that was never added fails harmlessly */
 		if (W.multi)
-			curl_multi_remove_handle(W.multi, r->easy);
+			(void) curl_multi_remove_handle(W.multi, r->easy);
 		curl_easy_cleanup(r->easy);
 	}
 	if (r->headers)
@@ -1639,6 +1640,7 @@ wait_and_drive(long timeout_ms)
 {
 	WaitEventSet *set;
 	WaitEvent	events[MAX_SOCKETS + 2];
+	CURLMcode	mrc;
 	int			nready;
 	int			i;
 	int			running;
@@ -1688,12 +1690,20 @@ wait_and_drive(long timeout_ms)
 			mask |= CURL_CSELECT_IN;
 		if (events[i].events & WL_SOCKET_WRITEABLE)
 			mask |= CURL_CSELECT_OUT;
-		curl_multi_socket_action(W.multi, events[i].fd, mask, &running);
+		mrc = curl_multi_socket_action(W.multi, events[i].fd, mask, &running);
+		if (mrc != CURLM_OK)
+			ereport(LOG,
+					(errmsg("evpipe: curl_multi_socket_action failed: %s",
+							curl_multi_strerror(mrc))));
 	}
 	if (W.curl_deadline != 0 && GetCurrentTimestamp() >= W.curl_deadline)
 	{
 		W.curl_deadline = 0;
-		curl_multi_socket_action(W.multi, CURL_SOCKET_TIMEOUT, 0, &running);
+		mrc = curl_multi_socket_action(W.multi, CURL_SOCKET_TIMEOUT, 0, &running);
+		if (mrc != CURLM_OK)
+			ereport(LOG,
+					(errmsg("evpipe: curl_multi_socket_action failed: %s",
+							curl_multi_strerror(mrc))));
 	}
 	collect_finished();
 }

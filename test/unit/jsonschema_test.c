@@ -138,6 +138,8 @@ main(void)
 	bad_schema("{\"pattern\":\"(a{1000}){1000}\"}", "nested repetitions that expand too far refused");
 	bad_schema("{\"pattern\":\"((a{50}){50}){50}\"}", "three nested repetitions refused");
 	bad_schema("{\"pattern\":\"a{5000}\"}", "a repetition above 1000 refused");
+	bad_schema("{\"pattern\":\"x+++*++++++++++\"}", "stacked quantifiers refused (they compile exponentially)");
+	bad_schema("{\"pattern\":\"a**\"}", "a quantifier after a quantifier refused");
 	accepts("{\"pattern\":\"^[a-z]{1,64}@[a-z]{1,255}\\\\.[a-z]{2,10}$\"}", "\"ann@example.com\"", "ordinary bounded patterns still compile");
 
 	/* depth limits: a 10,000-deep instance and schema */
