@@ -7,6 +7,7 @@
 // POST behavior {"failTimes":N, "mode":"error"|"status"|"hang", "status":503,
 //   "code":"INTERNAL_SERVER_ERROR", "hangMs":N, "rateLimit":N}
 'use strict';
+const { maxPerSecond } = require('./window');
 const http = require('node:http');
 const { performance } = require('node:perf_hooks');
 const { createYoga, createSchema } = require('graphql-yoga');
@@ -62,15 +63,6 @@ const yoga = createYoga({
   }),
 });
 
-function maxPerSecond(times) {
-  let max = 0;
-  let j = 0;
-  for (let i = 0; i < times.length; i++) {
-    while (times[i] - times[j] >= 1000) j++;
-    max = Math.max(max, i - j + 1);
-  }
-  return max;
-}
 
 function json(res, status, obj, headers = {}) {
   const b = JSON.stringify(obj);

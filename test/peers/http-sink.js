@@ -6,6 +6,7 @@
 // POST /_control/behavior {path, failTimes, failStatus, status, retryAfter,
 // hangMs, delayMs, body}, GET /_control/stats.
 'use strict';
+const { maxPerSecond } = require('./window');
 const http = require('node:http');
 const https = require('node:https');
 const fs = require('node:fs');
@@ -32,15 +33,6 @@ function behaviorFor(path) {
   return best ? behaviors[best] : null;
 }
 
-function maxPerSecond(times) {
-  let max = 0;
-  let j = 0;
-  for (let i = 0; i < times.length; i++) {
-    while (times[i] - times[j] >= 1000) j++;
-    max = Math.max(max, i - j + 1);
-  }
-  return max;
-}
 
 function json(res, status, obj) {
   const body = JSON.stringify(obj);
