@@ -124,7 +124,7 @@ CREATE TABLE evpipe.outbox (
 	response_excerpt text,
 	UNIQUE (event_id, destination)
 );
-CREATE INDEX outbox_due ON evpipe.outbox (destination, next_attempt_at);
+CREATE INDEX outbox_due ON evpipe.outbox (destination, next_attempt_at, id);
 COMMENT ON TABLE evpipe.outbox IS
 	'Work not yet final: one row per (event, destination); workers lease rows by moving next_attempt_at to the lease end';
 

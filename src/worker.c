@@ -1524,8 +1524,12 @@ claim_and_start(void)
 		ListCell   *lc;
 		int			j = 0;
 
-		/* a full claim means more rows are probably waiting */
-		d->backlog = (p->used >= p->reserved);
+		/*
+		 * Rows came back: look again as soon as there is room (another
+		 * worker's claim can make this one come back partly empty, so
+		 * "full" is not the test); an empty claim ends the backlog.
+		 */
+		d->backlog = (p->used > 0);
 		if (p->used < p->reserved)
 			ep_rate_unreserve(d->slot, d->rate_limit, p->reserved - p->used);
 		if (kind == NULL)
@@ -1750,6 +1754,21 @@ evpipe_worker_main(Datum arg)
 	pqsignal(SIGTERM, worker_sigterm);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(evpipe_database, NULL, 0);
+
+	/*
+	 * The worker's own commits need not wait for the WAL flush: a claim or
+	 * an outcome lost in a crash leaves its rows in the outbox, delivered
+	 * again (at least once); a function handler's writes are lost together
+	 * with its outcome. Producers' commits are untouched.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * Plan claims and outcomes with their actual parameters: a generic plan
+	 * estimated from one destination's huge backlog (a paused one, say)
+	 * scans the whole outbox for every other destination.
+	 */
+	SetConfigOption("plan_cache_mode", "force_custom_plan", PGC_SUSET, PGC_S_OVERRIDE);
 
 	pg_atomic_write_u32(&evpipe_shared->workers[index].pgprocno,
 						MyProc->pgprocno + 1);
