@@ -96,7 +96,11 @@ evpipe_shmem_startup(void)
 		{
 			pg_atomic_init_u32(&evpipe_shared->workers[i].pgprocno, 0);
 			pg_atomic_init_u32(&evpipe_shared->workers[i].pid, 0);
+			pg_atomic_init_u32(&evpipe_shared->workers[i].sleeping, 0);
+			pg_atomic_init_u32(&evpipe_shared->workers[i].lingering, 0);
+			pg_atomic_init_u32(&evpipe_shared->workers[i].wake, 0);
 		}
+		pg_atomic_init_u32(&evpipe_shared->wake_next, 0);
 	}
 	ep_rate_shmem_init((char *) evpipe_shared + MAXALIGN(sizeof(EvpipeShared)),
 					   found);
@@ -112,22 +116,64 @@ evpipe_is_preloaded(void)
 	return preloaded && evpipe_shared != NULL;
 }
 
-/* Set the latch of every registered worker. */
+/*
+ * Wake one sleeping worker other than `except` (-1: any), taking turns; its
+ * own flag tells it the wake-up is for it. Workers that are awake read the
+ * shared flag before they next sleep, so they need no signal.
+ */
+void
+evpipe_wake_one_worker(int except)
+{
+	int			n;
+	uint32		start;
+	int			k;
+
+	if (!evpipe_is_preloaded())
+		return;
+	n = Min(evpipe_shared->nworkers, EVPIPE_MAX_WORKERS);
+	if (n <= 0)
+		return;
+	/* pairs with the barrier a worker passes between "sleeping" and its check */
+	pg_memory_barrier();
+	start = pg_atomic_fetch_add_u32(&evpipe_shared->wake_next, 1);
+	for (k = 0; k < n; k++)
+	{
+		int			i = (start + k) % n;
+		EvpipeWorkerSlot *slot = &evpipe_shared->workers[i];
+		uint32		procno;
+
+		if (i == except || pg_atomic_read_u32(&slot->sleeping) == 0)
+			continue;
+		procno = pg_atomic_read_u32(&slot->pgprocno);
+		if (procno == 0 || procno > ProcGlobal->allProcCount)
+			continue;
+		pg_atomic_write_u32(&slot->wake, 1);
+		SetLatch(&ProcGlobal->allProcs[procno - 1].procLatch);
+		return;
+	}
+}
+
+/*
+ * New work: raise the shared flag and wake one sleeping worker. One is
+ * enough: a worker whose claim comes back full wakes another. No signal at
+ * all while a worker lingers: it reads the flag within milliseconds, and a
+ * busy producer then costs no system call per commit.
+ */
 void
 evpipe_wake_workers_now(void)
 {
+	int			n;
 	int			i;
 
 	if (!evpipe_is_preloaded())
 		return;
 	pg_atomic_write_u32(&evpipe_shared->wake_pending, 1);
-	for (i = 0; i < evpipe_shared->nworkers && i < EVPIPE_MAX_WORKERS; i++)
-	{
-		uint32		procno = pg_atomic_read_u32(&evpipe_shared->workers[i].pgprocno);
-
-		if (procno > 0 && procno <= ProcGlobal->allProcCount)
-			SetLatch(&ProcGlobal->allProcs[procno - 1].procLatch);
-	}
+	pg_memory_barrier();
+	n = Min(evpipe_shared->nworkers, EVPIPE_MAX_WORKERS);
+	for (i = 0; i < n; i++)
+		if (pg_atomic_read_u32(&evpipe_shared->workers[i].lingering) != 0)
+			return;
+	evpipe_wake_one_worker(-1);
 }
 
 /* At commit, wake the workers once if this transaction asked for it. */

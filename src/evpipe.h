@@ -36,12 +36,16 @@ typedef struct EvpipeWorkerSlot
 {
 	pg_atomic_uint32 pgprocno;	/* PGPROC index + 1 of the worker, 0 if none */
 	pg_atomic_uint32 pid;
+	pg_atomic_uint32 sleeping;	/* 1 while waiting for a wake-up */
+	pg_atomic_uint32 lingering;	/* 1 while waiting briefly: it looks again soon */
+	pg_atomic_uint32 wake;		/* a wake-up meant for this worker */
 } EvpipeWorkerSlot;
 
 /* Shared state of the extension. */
 typedef struct EvpipeShared
 {
 	pg_atomic_uint32 wake_pending;	/* set by committing producers */
+	pg_atomic_uint32 wake_next;	/* rotates wake-ups among the workers */
 	int			nworkers;
 	EvpipeWorkerSlot workers[EVPIPE_MAX_WORKERS];
 	/* rate limiter and counters follow (ratelimit.c, metrics) */
@@ -52,6 +56,7 @@ extern EvpipeShared *evpipe_shared;
 /* evpipe.c */
 extern void evpipe_request_wake(void);
 extern void evpipe_wake_workers_now(void);
+extern void evpipe_wake_one_worker(int except);
 extern bool evpipe_is_preloaded(void);
 
 /* ingest.c */

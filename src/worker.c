@@ -53,10 +53,15 @@
 
 #define MAX_SOCKETS 1024
 
+/* after new work, how long a worker looks again without being woken */
+#define LINGER_MS 2
+
 typedef struct SockEntry
 {
 	curl_socket_t fd;
 	int			what;			/* CURL_POLL_IN / OUT / INOUT */
+	int			pos;			/* position in the wait set */
+	int			set_what;		/* what the wait set waits for */
 } SockEntry;
 
 /* A finished attempt, waiting to be recorded. */
@@ -94,9 +99,12 @@ static struct
 	List	   *outcomes;		/* Outcome *, in outcome_cxt */
 	SockEntry  *socks;
 	int			nsocks;
+	bool		socks_changed;	/* sockets added or removed since the set was built */
+	WaitEventSet *set;			/* see wait_set() */
 	TimestampTz curl_deadline;	/* when curl wants a timeout call; 0: none */
 	bool		ext_ready;
 	TimestampTz last_claim;
+	TimestampTz linger_until;	/* wait briefly, unannounced, until then */
 	TimestampTz last_maintenance;
 	ResourceOwner owner;		/* for resources used between transactions */
 	uint64		delivered_total;
@@ -528,7 +536,10 @@ sock_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 	if (what == CURL_POLL_REMOVE)
 	{
 		if (i < W.nsocks)
+		{
 			W.socks[i] = W.socks[--W.nsocks];
+			W.socks_changed = true;
+		}
 		return 0;
 	}
 	if (i == W.nsocks)
@@ -536,10 +547,27 @@ sock_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 		if (W.nsocks >= MAX_SOCKETS)
 			return -1;
 		W.nsocks++;
+		W.socks_changed = true;
 	}
+	else if (W.socks[i].fd != fd)
+		W.socks_changed = true;
 	W.socks[i].fd = fd;
 	W.socks[i].what = what;
 	return 0;
+}
+
+/* Wait-set events for what curl wants on a socket. */
+static uint32
+sock_events(int what)
+{
+	uint32		ev = 0;
+
+	if (what & CURL_POLL_IN)
+		ev |= WL_SOCKET_READABLE;
+	if (what & CURL_POLL_OUT)
+		ev |= WL_SOCKET_WRITEABLE;
+	/* CURL_POLL_NONE is not used by curl; readable is the safe reading */
+	return ev ? ev : WL_SOCKET_READABLE;
 }
 
 /* curl timer callback: when curl next needs a call without socket activity. */
@@ -1512,6 +1540,14 @@ claim_and_start(void)
 	claimed_at = GetCurrentTimestamp();
 	W.last_claim = claimed_at;
 
+	/* a full claim leaves more behind: let a sleeping worker help */
+	for (i = 0; i < n; i++)
+		if (plans[i].used > 0 && plans[i].used >= plans[i].reserved)
+		{
+			evpipe_wake_one_worker(W.index);
+			break;
+		}
+
 	/* start requests outside the transaction, batching per destination */
 	for (i = 0; i < n; i++)
 	{
@@ -1638,6 +1674,41 @@ maintenance(void)
  *------------------------------------------------------------------------
  */
 
+/*
+ * The wait set: the latch, postmaster death and curl's sockets. Kept across
+ * waits (creating one costs system calls); rebuilt when curl adds or removes
+ * a socket, adjusted in place when it only changes what to wait for.
+ */
+static WaitEventSet *
+wait_set(void)
+{
+	int			i;
+
+	if (W.set != NULL && !W.socks_changed)
+	{
+		for (i = 0; i < W.nsocks; i++)
+			if (W.socks[i].what != W.socks[i].set_what)
+			{
+				ModifyWaitEvent(W.set, W.socks[i].pos, sock_events(W.socks[i].what), NULL);
+				W.socks[i].set_what = W.socks[i].what;
+			}
+		return W.set;
+	}
+	if (W.set != NULL)
+		FreeWaitEventSet(W.set);
+	W.set = CreateWaitEventSet(TopMemoryContext, W.nsocks + 2);
+	AddWaitEventToSet(W.set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(W.set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (i = 0; i < W.nsocks; i++)
+	{
+		W.socks[i].pos = AddWaitEventToSet(W.set, sock_events(W.socks[i].what),
+										   W.socks[i].fd, NULL, NULL);
+		W.socks[i].set_what = W.socks[i].what;
+	}
+	W.socks_changed = false;
+	return W.set;
+}
+
 /* Wait for the latch, curl's sockets or a timeout; then drive curl. */
 static void
 wait_and_drive(long timeout_ms)
@@ -1648,6 +1719,7 @@ wait_and_drive(long timeout_ms)
 	int			nready;
 	int			i;
 	int			running;
+	EvpipeWorkerSlot *slot = &evpipe_shared->workers[W.index];
 
 	if (W.curl_deadline != 0)
 	{
@@ -1659,25 +1731,39 @@ wait_and_drive(long timeout_ms)
 	if (timeout_ms < 0)
 		timeout_ms = 0;
 
-	set = CreateWaitEventSet(CurrentMemoryContext, W.nsocks + 2);
-	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	for (i = 0; i < W.nsocks; i++)
-	{
-		uint32		ev = 0;
-
-		if (W.socks[i].what & CURL_POLL_IN)
-			ev |= WL_SOCKET_READABLE;
-		if (W.socks[i].what & CURL_POLL_OUT)
-			ev |= WL_SOCKET_WRITEABLE;
-		if (ev)
-			AddWaitEventToSet(set, ev, W.socks[i].fd, NULL, NULL);
-	}
+	set = wait_set();
 	if (W.nactive == 0)
 		pgstat_report_activity(STATE_IDLE, NULL);
+
+	/*
+	 * Say we sleep, then look for new work once more: a producer raises the
+	 * flag before it looks for a sleeping worker to wake, so one of the two
+	 * sees the other.
+	 */
+	if (timeout_ms > 0)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		/*
+		 * Soon after new work, linger: wait at most LINGER_MS and look again,
+		 * so producers committing in a stream need not signal each time.
+		 */
+		if (now < W.linger_until)
+		{
+			timeout_ms = Min(timeout_ms, (long) ((W.linger_until - now + 999) / 1000));
+			pg_atomic_write_u32(&slot->lingering, 1);
+		}
+		else
+			pg_atomic_write_u32(&slot->sleeping, 1);
+		pg_memory_barrier();
+		if (pg_atomic_read_u32(&evpipe_shared->wake_pending) != 0 ||
+			pg_atomic_read_u32(&slot->wake) != 0)
+			timeout_ms = 0;
+	}
 	nready = WaitEventSetWait(set, timeout_ms, events, lengthof(events),
 							  PG_WAIT_EXTENSION);
-	FreeWaitEventSet(set);
+	pg_atomic_write_u32(&slot->sleeping, 0);
+	pg_atomic_write_u32(&slot->lingering, 0);
 
 	for (i = 0; i < nready; i++)
 	{
@@ -1815,7 +1901,9 @@ evpipe_worker_main(Datum arg)
 			W.dests_valid = false;
 			pending_wake = true;
 		}
-		if (pg_atomic_exchange_u32(&evpipe_shared->wake_pending, 0) != 0)
+		/* the shared flag (new rows), or a wake-up meant for this worker */
+		if ((pg_atomic_exchange_u32(&evpipe_shared->wake_pending, 0) |
+			 pg_atomic_exchange_u32(&evpipe_shared->workers[index].wake, 0)) != 0)
 			pending_wake = true;
 
 		now = GetCurrentTimestamp();
@@ -1842,6 +1930,8 @@ evpipe_worker_main(Datum arg)
 				if (pending_wake)
 				{
 					int			i;
+
+					W.linger_until = TimestampTzPlusMilliseconds(now, LINGER_MS);
 
 					for (i = 0; i < W.ndests; i++)
 						W.dests[i].backlog = true;
