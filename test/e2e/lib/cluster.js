@@ -8,7 +8,12 @@ const net = require('node:net');
 const { execFileSync, spawnSync } = require('node:child_process');
 const { Pool, Client } = require('../../peers/node_modules/pg');
 
-const BIN = '/usr/lib/postgresql/15/bin';
+// Hooks for test/run's sanitize suite (unset: the system's PostgreSQL, no extra env):
+// EVPIPE_PG_BIN, another PostgreSQL installation; EVPIPE_PG_ENV, a JSON object of
+// variables for every initdb and server (e.g. LD_PRELOAD of the ASan runtime).
+const BIN = process.env.EVPIPE_PG_BIN || '/usr/lib/postgresql/15/bin';
+const PG_ENV = process.env.EVPIPE_PG_ENV ? JSON.parse(process.env.EVPIPE_PG_ENV) : {};
+const exportEnv = (env) => Object.entries(env).map(([k, v]) => `export ${k}='${v}'; `).join('');
 const running = new Set();
 
 process.on('exit', () => {
@@ -54,7 +59,11 @@ async function startCluster(opts = {}) {
   }
   const dataDir = path.join(dir, 'data');
   const logFile = path.join(dir, 'server.log');
-  asPostgres(`${BIN}/initdb`, ['-D', dataDir, '-A', 'trust', '-U', 'postgres', '--no-sync']);
+  if (Object.keys(PG_ENV).length === 0) {
+    asPostgres(`${BIN}/initdb`, ['-D', dataDir, '-A', 'trust', '-U', 'postgres', '--no-sync']);
+  } else {
+    asPostgres('bash', ['-c', `${exportEnv(PG_ENV)}exec ${BIN}/initdb -D '${dataDir}' -A trust -U postgres --no-sync`]);
+  }
   const port = await freePort();
   const config = {
     listen_addresses: "'127.0.0.1'",
@@ -81,8 +90,8 @@ async function startCluster(opts = {}) {
     c.pool.on('error', () => {}); // connections die on crash restarts
   };
   // core files (if the machine keeps them) help diagnose a crash
-  const env = { ...(opts.env || {}) };
-  const envPrefix = Object.entries(env).map(([k, v]) => `export ${k}='${v}'; `).join('');
+  const env = { ...PG_ENV, ...(opts.env || {}) };
+  const envPrefix = exportEnv(env);
   const start = () => asPostgres('bash', ['-c', `${envPrefix}ulimit -c unlimited 2>/dev/null; exec ${BIN}/pg_ctl -D '${dataDir}' -l '${logFile}' -w -t 60 start`]);
   start();
   running.add(c);
