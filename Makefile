@@ -1,11 +1,11 @@
 # evpipe: PGXS build
 EXTENSION = evpipe
 MODULE_big = evpipe
-OBJS = src/evpipe.o src/ingest.o src/jsonschema.o src/jsonutil.o src/ratelimit.o src/worker.o src/http.o src/httputil.o src/sqs.o src/graphql.o src/respparse.o src/metrics.o
+OBJS = src/evpipe.o src/ingest.o src/jsonschema.o src/mapping.o src/jsonutil.o src/ratelimit.o src/worker.o src/http.o src/httputil.o src/sqs.o src/graphql.o src/respparse.o src/metrics.o
 DATA = sql/evpipe--0.1.0.sql
 PGFILEDESC = "evpipe - event pipeline inside PostgreSQL"
 
-REGRESS = setup envelope schema dedup routing sources admin roles badinput operations deliveries
+REGRESS = setup envelope schema dedup routing sources admin roles batch badinput operations deliveries
 REGRESS_OPTS = --temp-config=test/regress.conf
 ISOLATION = concurrent_dedup
 ISOLATION_OPTS = --inputdir=test/isolation --temp-config=test/regress.conf
@@ -18,3 +18,6 @@ SHLIB_LINK = -lcurl -ljson-c -lm
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# every object depends on every header (PGXS tracks no header dependencies)
+$(OBJS): $(wildcard $(srcdir)/src/*.h)

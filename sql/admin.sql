@@ -37,6 +37,11 @@ SELECT try_dest('x', 'http', '{"url": "http://example.com/", "enrich": [1]}');
 SELECT try_dest('x', 'http', '{"url": "http://example.com/", "headers": {"X-A": 1}}');
 SELECT try_dest('x', 'http', '{"url": "http://example.com/", "headers": {"X-A": "a\r\nInjected: yes"}}');
 SELECT try_dest('x', 'http', '{"url": "http://example.com/", "tls_verify": "no"}');
+-- the circuit breaker: 0 turns it off; a negative or fractional threshold is refused
+SELECT try_dest('x', 'http', '{"url": "http://example.com/", "breaker_threshold": -1}');
+SELECT try_dest('x', 'http', '{"url": "http://example.com/", "breaker_threshold": 2.5}');
+SELECT try_dest('x', 'http', '{"url": "http://example.com/", "breaker_max_open_ms": 0}');
+SELECT try_dest('nobreaker', 'http', '{"url": "http://example.com/", "breaker_threshold": 0, "breaker_max_open_ms": 5000}');
 SELECT try_dest('x', 'sqs', '{"queue_url": "https://sqs.eu-west-1.amazonaws.com/1/q"}');
 SELECT try_dest('x', 'sqs', '{"queue_url": "https://sqs.eu-west-1.amazonaws.com/1/q", "region": "EU WEST"}');
 SELECT try_dest('x', 'sqs', '{"queue_url": "https://sqs.eu-west-1.amazonaws.com/1/q", "region": "eu-west-1", "access_key_id": "AKID"}');

@@ -93,7 +93,7 @@ COMMENT ON TABLE evpipe.routes IS
 ---------------------------------------------------------------------------
 
 CREATE TABLE evpipe.events (
-	event_id text PRIMARY KEY,
+	event_id text COLLATE "C" PRIMARY KEY,
 	event_type text NOT NULL,
 	schema_version integer NOT NULL,
 	source text NOT NULL,
@@ -107,11 +107,13 @@ CREATE TABLE evpipe.events (
 );
 COMMENT ON TABLE evpipe.events IS
 	'Accepted events keyed by eventId (the dedup key); event is the normalised canonical envelope that is delivered';
+-- event ids and destination names are keys made of ASCII: the "C" collation
+-- orders them by byte and makes every index comparison a memcmp
 
 CREATE TABLE evpipe.outbox (
 	id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-	event_id text NOT NULL,
-	destination text NOT NULL,
+	event_id text COLLATE "C" NOT NULL,
+	destination text COLLATE "C" NOT NULL,
 	attempts integer NOT NULL DEFAULT 0,
 	next_attempt_at timestamptz NOT NULL DEFAULT now(),
 	leased_by integer,
@@ -129,8 +131,8 @@ COMMENT ON TABLE evpipe.outbox IS
 	'Work not yet final: one row per (event, destination); workers lease rows by moving next_attempt_at to the lease end';
 
 CREATE TABLE evpipe.delivered (
-	event_id text NOT NULL,
-	destination text NOT NULL,
+	event_id text COLLATE "C" NOT NULL,
+	destination text COLLATE "C" NOT NULL,
 	attempts integer NOT NULL,
 	created_at timestamptz NOT NULL,
 	first_attempt_at timestamptz,
@@ -144,10 +146,10 @@ COMMENT ON TABLE evpipe.delivered IS
 
 CREATE TABLE evpipe.dead_letters (
 	id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-	event_id text NOT NULL,
+	event_id text COLLATE "C" NOT NULL,
 	event_type text NOT NULL,
 	source text NOT NULL,
-	destination text NOT NULL,
+	destination text COLLATE "C" NOT NULL,
 	attempts integer NOT NULL,
 	created_at timestamptz NOT NULL,
 	first_attempt_at timestamptz,
@@ -192,6 +194,14 @@ LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION evpipe.ingest(jsonb, text) IS
 	'Validate, dedupe, normalise and route one event, writing the event and its outbox rows in the caller''s transaction';
+
+CREATE FUNCTION evpipe.ingest_batch(events jsonb, source text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'evpipe_ingest_batch'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION evpipe.ingest_batch(jsonb, text) IS
+	'Ingest a JSON array of events all or nothing, each checked like ingest; answers one {eventId, status, destinations} per event';
 
 CREATE FUNCTION evpipe.route_explain(event jsonb, source text DEFAULT NULL)
 RETURNS jsonb
@@ -368,7 +378,8 @@ LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	common text[] := ARRAY['max_attempts', 'timeout_ms', 'backoff_base_ms', 'backoff_max_ms',
-		'rate_limit_per_sec', 'rate_limit_burst', 'enrich', 'max_in_flight', 'tls_verify', 'follow_redirects'];
+		'rate_limit_per_sec', 'rate_limit_burst', 'enrich', 'max_in_flight', 'tls_verify', 'follow_redirects',
+		'breaker_threshold', 'breaker_max_open_ms'];
 	allowed text[];
 	k text;
 	v jsonb;
@@ -393,11 +404,18 @@ BEGIN
 			RAISE EXCEPTION 'unknown key "%" in % destination config', k, kind USING ERRCODE = '22023',
 				DETAIL = pg_catalog.format('Allowed keys: %s.', pg_catalog.array_to_string(allowed, ', '));
 		END IF;
-		IF k IN ('max_attempts', 'timeout_ms', 'backoff_base_ms', 'backoff_max_ms', 'rate_limit_burst', 'max_in_flight') THEN
+		IF k IN ('max_attempts', 'timeout_ms', 'backoff_base_ms', 'backoff_max_ms', 'rate_limit_burst', 'max_in_flight',
+				'breaker_max_open_ms') THEN
 			IF pg_catalog.jsonb_typeof(v) <> 'number' OR v::text::numeric <> pg_catalog.trunc(v::text::numeric)
 				OR v::text::numeric < 1 OR v::text::numeric > 2147483647 THEN
 				RAISE EXCEPTION 'config key "%" must be a positive integer', k USING ERRCODE = '22023',
 					DETAIL = pg_catalog.format('Got %s.', v);
+			END IF;
+		ELSIF k = 'breaker_threshold' THEN
+			IF pg_catalog.jsonb_typeof(v) <> 'number' OR v::text::numeric <> pg_catalog.trunc(v::text::numeric)
+				OR v::text::numeric < 0 OR v::text::numeric > 1000000 THEN
+				RAISE EXCEPTION 'config key "breaker_threshold" must be an integer from 0 (off) to 1000000'
+					USING ERRCODE = '22023', DETAIL = pg_catalog.format('Got %s.', v);
 			END IF;
 		ELSIF k = 'rate_limit_per_sec' THEN
 			IF pg_catalog.jsonb_typeof(v) <> 'number' OR v::text::numeric <= 0 OR v::text::numeric > 1000000 THEN
@@ -771,11 +789,12 @@ COMMENT ON FUNCTION evpipe._wake_workers() IS 'Internal: wake the delivery worke
 ---------------------------------------------------------------------------
 
 CREATE FUNCTION evpipe._runtime(destination text, OUT current_rate double precision,
-	OUT throttled_seconds double precision, OUT paused_until timestamptz)
+	OUT throttled_seconds double precision, OUT paused_until timestamptz,
+	OUT circuit text, OUT circuit_open_until timestamptz)
 AS 'MODULE_PATHNAME', 'evpipe_runtime'
 LANGUAGE C STRICT VOLATILE;
 COMMENT ON FUNCTION evpipe._runtime(text) IS
-	'Internal: shared-memory state of a destination (sends in the last second, time throttled, pause)';
+	'Internal: shared-memory state of a destination (sends in the last second, time throttled, pause, circuit breaker)';
 
 CREATE VIEW evpipe.stats AS
 	SELECT d.name AS destination, d.kind, d.enabled,
@@ -787,7 +806,7 @@ CREATE VIEW evpipe.stats AS
 		COALESCE(x.dead, 0) AS dead_lettered,
 		now() - o.oldest AS oldest_pending_age,
 		le.last_error, le.last_error_at,
-		rt.current_rate, rt.throttled_seconds, rt.paused_until
+		rt.current_rate, rt.throttled_seconds, rt.paused_until, rt.circuit, rt.circuit_open_until
 	FROM evpipe.destinations d
 	LEFT JOIN LATERAL (
 		SELECT count(*) FILTER (WHERE ob.lease_until IS NULL OR ob.lease_until <= now()) AS pending,
@@ -811,7 +830,7 @@ CREATE VIEW evpipe.stats AS
 		ORDER BY e.at DESC NULLS LAST LIMIT 1) le ON true
 	LEFT JOIN LATERAL evpipe._runtime(d.name) rt ON true;
 COMMENT ON VIEW evpipe.stats IS
-	'Per destination: pending, in flight, retrying, delivered, retried, dead-lettered, oldest pending age, last error, current send rate and time throttled by its rate limit';
+	'Per destination: pending, in flight, retrying, delivered, retried, dead-lettered, oldest pending age, last error, current send rate, time throttled by its rate limit, and its circuit breaker (closed, open until a probe, half_open while probing)';
 
 ---------------------------------------------------------------------------
 -- Operations
@@ -964,7 +983,7 @@ COMMENT ON FUNCTION evpipe._emit_outcome(text, text, boolean, integer, integer, 
 REVOKE ALL ON ALL TABLES IN SCHEMA evpipe FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA evpipe FROM PUBLIC;
 GRANT USAGE ON SCHEMA evpipe TO evpipe_producer, evpipe_admin;
-GRANT EXECUTE ON FUNCTION evpipe.ingest(jsonb, text), evpipe.route_explain(jsonb, text)
+GRANT EXECUTE ON FUNCTION evpipe.ingest(jsonb, text), evpipe.ingest_batch(jsonb, text), evpipe.route_explain(jsonb, text)
 	TO evpipe_producer, evpipe_admin;
 GRANT SELECT ON ALL TABLES IN SCHEMA evpipe TO evpipe_admin;
 GRANT EXECUTE ON FUNCTION

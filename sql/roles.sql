@@ -84,5 +84,5 @@ RESET ROLE;
 SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname = 'evpipe' AND p.prosecdef
 	AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false);
--- ingest and route_explain are not SECURITY DEFINER, but pin it too
-SELECT proname, prosecdef, proconfig FROM pg_proc WHERE proname IN ('ingest', 'route_explain') ORDER BY 1;
+-- ingest, ingest_batch and route_explain are not SECURITY DEFINER, but pin it too
+SELECT proname, prosecdef, proconfig FROM pg_proc WHERE proname IN ('ingest', 'ingest_batch', 'route_explain') ORDER BY 1;

@@ -33,3 +33,19 @@ SELECT evpipe.add_route('SOURCE_APP_EVENT', 'audit', source => 'legacy');
 SELECT evpipe.ingest('{"uid": "L-1", "at": "2026-11-21T10:00:00Z", "name": "n", "body": "b"}', 'legacy');
 SELECT evpipe.register_source('legacy', 'SOURCE_APP_EVENT', id_field => 'x', timestamp_field => 'x');
 SELECT source, event_type, id_field, timestamp_field, roles FROM evpipe.source_list ORDER BY source;
+-- member names that are not identifiers: paths quote them, $["name"], as the
+-- validator's paths do (never $.event.id, which would name another member)
+SELECT evpipe.register_source('odd-app', 'SOURCE_APP_EVENT', id_field => 'event.id', timestamp_field => 'at "utc"');
+SELECT try_ingest('{"name": "n", "body": "b", "at \"utc\"": "2026-11-21T10:00:00Z"}', 'odd-app');
+SELECT try_ingest('{"event.id": "o1", "name": "n", "body": "b"}', 'odd-app');
+SELECT try_ingest('{"event.id": 1.5, "name": "n", "body": "b", "at \"utc\"": "2026-11-21T10:00:00Z"}', 'odd-app');
+SELECT try_ingest('{"event.id": "o 1", "name": "n", "body": "b", "at \"utc\"": "2026-11-21T10:00:00Z"}', 'odd-app');
+SELECT try_ingest('{"event.id": "o1", "name": "n", "body": "b", "at \"utc\"": 1}', 'odd-app');
+SELECT try_ingest('{"event.id": "o1", "name": "n", "body": "b", "at \"utc\"": "yesterday"}', 'odd-app');
+-- an exponent is applied as numeric does: 1e2 is the integer id "100", 1.50e1 is not an integer
+BEGIN;
+SELECT evpipe.ingest('{"event.id": 1e2, "name": "n", "body": "b", "at \"utc\"": "2026-11-21T10:00:00Z"}', 'odd-app')->>'eventId';
+SELECT event FROM evpipe.events WHERE event_id = '100';
+ROLLBACK;
+SELECT try_ingest('{"event.id": 1.50e1, "name": "n", "body": "b", "at \"utc\"": "2026-11-21T10:00:00Z"}', 'odd-app');
+SELECT evpipe.drop_source('odd-app');

@@ -34,6 +34,9 @@ typedef struct DestConfig
 	int			timeout_ms;
 	int			backoff_base_ms;
 	int			backoff_max_ms;
+	int			breaker_threshold;	/* transient failures in a row that open
+									 * the circuit; 0: never */
+	int			breaker_max_open_ms;
 	int			max_in_flight;	/* per worker */
 	double		rate_limit;		/* per second, 0 = none */
 	int			rate_burst;

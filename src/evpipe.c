@@ -31,6 +31,7 @@
 PG_MODULE_MAGIC;
 
 int			evpipe_max_event_bytes = 262144;
+int			evpipe_max_batch_events = 10000;
 int			evpipe_max_depth = 64;
 bool		evpipe_log_rejections = false;
 char	   *evpipe_database = NULL;
@@ -251,6 +252,11 @@ _PG_init(void)
 							NULL, &evpipe_max_event_bytes, 262144, 64,
 							64 * 1024 * 1024, PGC_SUSET, GUC_UNIT_BYTE,
 							NULL, NULL, NULL);
+	DefineCustomIntVariable("evpipe.max_batch_events",
+							"Most events accepted by one evpipe.ingest_batch call.",
+							NULL, &evpipe_max_batch_events, 10000, 1,
+							1000000, PGC_SUSET, 0,
+							NULL, NULL, NULL);
 	DefineCustomIntVariable("evpipe.max_depth",
 							"Deepest nesting of arrays and objects accepted in an event payload and in schemas.",
 							NULL, &evpipe_max_depth, 64, 2, 1000, PGC_SUSET, 0,
@@ -329,21 +335,28 @@ evpipe_runtime(PG_FUNCTION_ARGS)
 {
 	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	TupleDesc	desc;
-	Datum		values[3];
-	bool		nulls[3] = {false, false, false};
+	Datum		values[5];
+	bool		nulls[5] = {false, false, false, false, false};
 	double		current_rate;
 	double		throttled_s;
 	TimestampTz paused_until;
+	int			circuit;
+	TimestampTz open_until;
+	static const char *const circuit_names[] = {"closed", "open", "half_open"};
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "evpipe: return type must be a row type");
-	ep_rate_stats(name, &current_rate, &throttled_s, &paused_until);
+	ep_rate_stats(name, &current_rate, &throttled_s, &paused_until, &circuit,
+				  &open_until);
 	values[0] = Float8GetDatum(current_rate);
 	values[1] = Float8GetDatum(throttled_s);
 	values[2] = TimestampTzGetDatum(paused_until);
 	nulls[2] = (paused_until <= GetCurrentTimestamp());
+	values[3] = CStringGetTextDatum(circuit_names[circuit]);
+	values[4] = TimestampTzGetDatum(open_until);
+	nulls[4] = (circuit != EP_CIRCUIT_OPEN);
 	if (!evpipe_is_preloaded())
-		nulls[0] = nulls[1] = nulls[2] = true;
+		nulls[0] = nulls[1] = nulls[2] = nulls[3] = nulls[4] = true;
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc),
 													  values, nulls)));
 }

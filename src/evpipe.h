@@ -18,6 +18,10 @@
 
 /* GUCs (evpipe.c) */
 extern int	evpipe_max_event_bytes;
+extern int	evpipe_max_batch_events;
+
+/* eventId: 1-128 characters from [A-Za-z0-9._:-] */
+#define EVPIPE_MAX_EVENT_ID_LEN 128
 extern int	evpipe_max_depth;
 extern bool evpipe_log_rejections;
 extern char *evpipe_database;

@@ -16,6 +16,7 @@
 #include "pg_jsonc.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
@@ -38,12 +39,14 @@
 
 #include "evpipe.h"
 #include "jsonschema.h"
+#include "mapping.h"
 #include "metrics.h"
 #include "ratelimit.h"
 
 #define ERRCODE_EVPIPE_TOO_MANY MAKE_SQLSTATE('P', 'T', '4', '2', '9')
 
 PG_FUNCTION_INFO_V1(evpipe_ingest);
+PG_FUNCTION_INFO_V1(evpipe_ingest_batch);
 PG_FUNCTION_INFO_V1(evpipe_route_explain);
 PG_FUNCTION_INFO_V1(evpipe_check_schema);
 
@@ -121,6 +124,9 @@ typedef struct EpEvent
 static const char *current_event_id = NULL;
 static const char *current_source = NULL;
 
+/* The position of the event in evpipe.ingest_batch's array, or -1. */
+static int	current_batch_index = -1;
+
 static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr existing_plan = NULL;
 static SPIPlanPtr existing_dests_plan = NULL;
@@ -166,6 +172,10 @@ reject(int sqlstate, const char *path, const char *rule, const char *extra,
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+
+	/* in a batch, paths start at the event's place in the array */
+	if (current_batch_index >= 0 && path[0] == '$')
+		path = psprintf("$[%d]%s", current_batch_index, path + 1);
 
 	ep_metric_add(EP_MK_REJECT, rule, NULL, 0, 1);
 	if (evpipe_log_rejections)
@@ -559,11 +569,13 @@ normalise_mapped(Jsonb *raw, EpSourceEntry *src, EpEvent *ev)
 	JsonbValue *res;
 	char	   *id;
 	char	   *ts;
-	char		idpath[160];
-	char		tspath[160];
+	long		idlen;
+	char		idpath[EP_ERR_PATH_LEN];
+	char		tspath[EP_ERR_PATH_LEN];
 
-	snprintf(idpath, sizeof(idpath), "$.%s", src->id_field);
-	snprintf(tspath, sizeof(tspath), "$.%s", src->ts_field);
+	/* $.name, or $["name"] for a name that is not an identifier */
+	ep_mapped_path(idpath, sizeof(idpath), src->id_field);
+	ep_mapped_path(tspath, sizeof(tspath), src->ts_field);
 	ev->id_path = pstrdup(idpath);
 	ev->ts_path = pstrdup(tspath);
 	ev->payload_path = "$";
@@ -573,19 +585,28 @@ normalise_mapped(Jsonb *raw, EpSourceEntry *src, EpEvent *ev)
 		reject(ERRCODE_SQL_JSON_MEMBER_NOT_FOUND, idpath, "required", NULL,
 			   NULL, "member \"%s\" (the eventId of source \"%s\") is missing",
 			   src->id_field, src->source);
-	id = NULL;
+	/* a string, or an integer as numeric_out writes it (never longer) */
 	if (idv->type == jbvNumeric)
 	{
-		id = DatumGetCString(DirectFunctionCall1(numeric_out,
-												 NumericGetDatum(idv->val.numeric)));
-		if (strpbrk(id, ".eE") != NULL)
-			id = NULL;
+		char	   *num = DatumGetCString(DirectFunctionCall1(numeric_out,
+															  NumericGetDatum(idv->val.numeric)));
+		size_t		len = strlen(num);
+
+		id = palloc(len + 1);
+		idlen = ep_mapped_id(EP_JSON_NUMBER, num, len, id, len + 1);
 	}
-	if (id != NULL)
-		 /* an integer id */ ;
 	else if (idv->type == jbvString)
-		id = pnstrdup(idv->val.string.val, idv->val.string.len);
+	{
+		id = palloc(idv->val.string.len + 1);
+		idlen = ep_mapped_id(EP_JSON_STRING, idv->val.string.val,
+							 idv->val.string.len, id, idv->val.string.len + 1);
+	}
 	else
+	{
+		id = NULL;
+		idlen = ep_mapped_id(EP_JSON_OTHER, NULL, 0, NULL, 0);
+	}
+	if (idlen < 0)
 		reject(ERRCODE_INVALID_PARAMETER_VALUE, idpath, "type", NULL, NULL,
 			   "member \"%s\" must be a string or an integer", src->id_field);
 	current_event_id = id;
@@ -610,10 +631,8 @@ normalise_mapped(Jsonb *raw, EpSourceEntry *src, EpEvent *ev)
 		if (tok != WJB_KEY)
 			continue;
 		tok = JsonbIteratorNext(&it, &v, true);
-		if ((k.val.string.len == strlen(src->id_field) &&
-			 memcmp(k.val.string.val, src->id_field, k.val.string.len) == 0) ||
-			(k.val.string.len == strlen(src->ts_field) &&
-			 memcmp(k.val.string.val, src->ts_field, k.val.string.len) == 0))
+		if (ep_mapped_member(k.val.string.val, k.val.string.len,
+							 src->id_field, src->ts_field) != EP_MAPPED_PAYLOAD)
 			continue;
 		pushJsonbValue(&ps, WJB_KEY, &k);
 		pushJsonbValue(&ps, WJB_VALUE, &v);
@@ -1242,6 +1261,25 @@ typedef struct IngestCall
 } IngestCall;
 
 /*
+ * Enter a call: remember the caller, switch to the extension owner for the
+ * SPI work, and load the configuration.
+ */
+static void
+enter_call(FunctionCallInfo fcinfo, IngestCall *call)
+{
+	call->caller = GetUserId();
+	call->caller_cxt = CurrentMemoryContext;
+	current_batch_index = -1;
+	GetUserIdAndSecContext(&call->save_userid, &call->save_sec);
+	SetUserIdAndSecContext(function_owner(fcinfo->flinfo->fn_oid),
+						   call->save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "evpipe: SPI_connect failed");
+	config_ensure();
+}
+
+/*
  * Start an ingest-like call: read the arguments, switch to the extension
  * owner for the SPI work, load the configuration, then validate, normalise
  * and route the event into call->ev and call->dests.
@@ -1252,22 +1290,14 @@ begin_call(FunctionCallInfo fcinfo, IngestCall *call)
 	Jsonb	   *raw;
 	char	   *source_arg = NULL;
 
-	call->caller = GetUserId();
-	call->caller_cxt = CurrentMemoryContext;
+	current_batch_index = -1;
 	if (PG_ARGISNULL(0))
 		reject(ERRCODE_NULL_VALUE_NOT_ALLOWED, "$", "type", NULL, NULL,
 			   "event must not be null");
 	raw = PG_GETARG_JSONB_P(0);
 	if (!PG_ARGISNULL(1))
 		source_arg = text_to_cstring(PG_GETARG_TEXT_PP(1));
-
-	GetUserIdAndSecContext(&call->save_userid, &call->save_sec);
-	SetUserIdAndSecContext(function_owner(fcinfo->flinfo->fn_oid),
-						   call->save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "evpipe: SPI_connect failed");
-	config_ensure();
+	enter_call(fcinfo, call);
 	prepare_event(raw, source_arg, call->caller, &call->ev);
 	call->dests = route_event(&call->ev);
 }
@@ -1284,6 +1314,7 @@ end_call(IngestCall *call, Jsonb *result)
 	SetUserIdAndSecContext(call->save_userid, call->save_sec);
 	current_event_id = NULL;
 	current_source = NULL;
+	current_batch_index = -1;
 	return result;
 }
 
@@ -1425,4 +1456,567 @@ evpipe_check_schema(PG_FUNCTION_ARGS)
 				 errdetail_internal("Path %s, rule \"%s\".", err.path, err.rule)));
 	ep_schema_free(compiled);
 	PG_RETURN_VOID();
+}
+
+/*------------------------------------------------------------------------
+ * Batches
+ *------------------------------------------------------------------------
+ */
+
+/* One event of a batch, kept after its validation. */
+typedef struct BatchEvent
+{
+	char	   *event_id;
+	char	   *event_type;
+	int			version;
+	char	   *source;
+	TimestampTz ts;
+	char	   *correlation_id;
+	char	   *priority;
+	char	   *traceparent;
+	Jsonb	   *envelope;
+	List	   *dests;			/* rule order; NIL: nothing to insert */
+	int			first;			/* earlier event with the same id, or -1 */
+	const char *status;			/* "accepted" or "duplicate" once known */
+} BatchEvent;
+
+typedef struct BatchIdEntry
+{
+	char		event_id[EVPIPE_MAX_EVENT_ID_LEN + 1];	/* hash key */
+	int			index;
+} BatchIdEntry;
+
+/* A copy of a jsonb in the current memory context. */
+static Jsonb *
+jsonb_copy(Jsonb *j)
+{
+	Jsonb	   *c = palloc(VARSIZE(j));
+
+	memcpy(c, j, VARSIZE(j));
+	return c;
+}
+
+/* Compare with jsonb's equality (member order does not matter). */
+static bool
+jsonb_same(Jsonb *a, Jsonb *b)
+{
+	return DatumGetBool(DirectFunctionCall2(jsonb_eq, JsonbPGetDatum(a),
+											JsonbPGetDatum(b)));
+}
+
+/* 23505 for an event of a batch whose id names other content. */
+static void
+pg_attribute_noreturn()
+batch_conflict(int index, const char *event_id, const char *other)
+{
+	ep_metric_add(EP_MK_REJECT, "unique", NULL, 0, 1);
+	ereport(ERROR,
+			(errcode(ERRCODE_UNIQUE_VIOLATION),
+			 errmsg("event \"%s\" already exists with different content", event_id),
+			 errdetail("Path $[%d].eventId, rule \"unique\": %s.", index, other),
+			 errhint("Use a new eventId for a new event; the batch wrote nothing.")));
+}
+
+static int
+cmp_name_cells(const ListCell *a, const ListCell *b)
+{
+	return strcmp(lfirst(a), lfirst(b));
+}
+
+/* Destinations sorted by name, as ingest answers for a duplicate. */
+static List *
+sorted_names(List *names)
+{
+	List	   *copy = list_copy(names);
+
+	list_sort(copy, cmp_name_cells);
+	return copy;
+}
+
+/* A hash table of event ids (BatchIdEntry) in the current memory context. */
+static HTAB *
+id_table(const char *name, long size)
+{
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = EVPIPE_MAX_EVENT_ID_LEN + 1;
+	ctl.entrysize = sizeof(BatchIdEntry);
+	ctl.hcxt = CurrentMemoryContext;
+	return hash_create(name, Max(size, 16), &ctl,
+					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+}
+
+/* Whether an event of a batch still waits to be written (or found). */
+#define BATCH_OPEN(e) ((e)->first < 0 && (e)->status == NULL)
+
+/*
+ * Write the open events of a batch that have destinations, with their outbox
+ * rows, in one statement. With on_conflict, ids taken meanwhile are skipped
+ * and the written ones are marked accepted; without, a taken id fails the
+ * statement with 23505. Returns the number written.
+ */
+static uint64
+batch_insert(BatchEvent *evs, int n, Oid caller, bool on_conflict)
+{
+	static SPIPlanPtr plans[2] = {NULL, NULL};
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *types = palloc(sizeof(Datum) * n);
+	Datum	   *versions = palloc(sizeof(Datum) * n);
+	Datum	   *sources = palloc(sizeof(Datum) * n);
+	Datum	   *times = palloc(sizeof(Datum) * n);
+	Datum	   *corr = palloc(sizeof(Datum) * n);
+	bool	   *corr_null = palloc(sizeof(bool) * n);
+	Datum	   *prio = palloc(sizeof(Datum) * n);
+	bool	   *prio_null = palloc(sizeof(bool) * n);
+	Datum	   *trace = palloc(sizeof(Datum) * n);
+	Datum	   *events = palloc(sizeof(Datum) * n);
+	List	   *out_ids = NIL;
+	List	   *out_dests = NIL;
+	Datum		values[12];
+	int			dims[1];
+	int			lbs[1] = {1};
+	int			m = 0;
+	int			i;
+	uint64		r;
+	HTAB	   *written;
+
+	for (i = 0; i < n; i++)
+	{
+		BatchEvent *e = &evs[i];
+		ListCell   *lc;
+
+		if (!BATCH_OPEN(e) || e->dests == NIL)
+			continue;
+		ids[m] = CStringGetTextDatum(e->event_id);
+		types[m] = CStringGetTextDatum(e->event_type);
+		versions[m] = Int32GetDatum(e->version);
+		sources[m] = CStringGetTextDatum(e->source);
+		times[m] = TimestampTzGetDatum(e->ts);
+		corr_null[m] = (e->correlation_id == NULL);
+		corr[m] = corr_null[m] ? (Datum) 0 : CStringGetTextDatum(e->correlation_id);
+		prio_null[m] = (e->priority == NULL);
+		prio[m] = prio_null[m] ? (Datum) 0 : CStringGetTextDatum(e->priority);
+		trace[m] = CStringGetTextDatum(e->traceparent);
+		events[m] = JsonbPGetDatum(e->envelope);
+		m++;
+		foreach(lc, e->dests)
+		{
+			out_ids = lappend(out_ids, e->event_id);
+			out_dests = lappend(out_dests, lfirst(lc));
+		}
+	}
+	if (m == 0)
+		return 0;
+
+	if (plans[on_conflict] == NULL)
+	{
+		Oid			argtypes[12] = {TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+			TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+		TEXTARRAYOID, JSONBARRAYOID, NAMEOID, TEXTARRAYOID, TEXTARRAYOID};
+
+		plans[on_conflict] = keep_plan(
+									   psprintf("WITH e AS ("
+												" INSERT INTO evpipe.events AS ev (event_id, event_type, schema_version, source,"
+												"  event_time, correlation_id, priority, traceparent, event, ingested_by)"
+												" SELECT v.*, $10 FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+												"  pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),"
+												"  pg_catalog.unnest($6), pg_catalog.unnest($7), pg_catalog.unnest($8),"
+												"  pg_catalog.unnest($9)) AS v"
+												" %s RETURNING ev.event_id),"
+												" o AS ("
+												" INSERT INTO evpipe.outbox (event_id, destination)"
+												" SELECT d.event_id, d.destination"
+												" FROM ROWS FROM (pg_catalog.unnest($11), pg_catalog.unnest($12))"
+												"  WITH ORDINALITY AS d(event_id, destination, n)"
+												" %s ORDER BY d.n"
+												" RETURNING 1)"
+												" SELECT e.event_id FROM e",
+												on_conflict ? "ON CONFLICT (event_id) DO NOTHING" : "",
+												on_conflict ? "WHERE d.event_id IN (SELECT e.event_id FROM e)" : ""),
+									   12, argtypes);
+	}
+	dims[0] = m;
+	values[0] = PointerGetDatum(construct_array(ids, m, TEXTOID, -1, false, TYPALIGN_INT));
+	values[1] = PointerGetDatum(construct_array(types, m, TEXTOID, -1, false, TYPALIGN_INT));
+	values[2] = PointerGetDatum(construct_array(versions, m, INT4OID, 4, true, TYPALIGN_INT));
+	values[3] = PointerGetDatum(construct_array(sources, m, TEXTOID, -1, false, TYPALIGN_INT));
+	values[4] = PointerGetDatum(construct_array(times, m, TIMESTAMPTZOID, 8,
+												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[5] = PointerGetDatum(construct_md_array(corr, corr_null, 1, dims, lbs,
+												   TEXTOID, -1, false, TYPALIGN_INT));
+	values[6] = PointerGetDatum(construct_md_array(prio, prio_null, 1, dims, lbs,
+												   TEXTOID, -1, false, TYPALIGN_INT));
+	values[7] = PointerGetDatum(construct_array(trace, m, TEXTOID, -1, false, TYPALIGN_INT));
+	values[8] = PointerGetDatum(construct_array(events, m, JSONBOID, -1, false, TYPALIGN_INT));
+	values[9] = DirectFunctionCall1(namein,
+									CStringGetDatum(GetUserNameFromId(caller, false)));
+	values[10] = text_array(out_ids);
+	values[11] = text_array(out_dests);
+
+	if (SPI_execute_plan(plans[on_conflict], values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "evpipe: inserting the batch failed");
+
+	/* mark what was written */
+	written = id_table("evpipe batch written", SPI_processed);
+	for (r = 0; r < SPI_processed; r++)
+		(void) hash_search(written,
+						   SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1),
+						   HASH_ENTER, NULL);
+	for (i = 0; i < n; i++)
+		if (BATCH_OPEN(&evs[i]) && evs[i].dests != NIL &&
+			hash_search(written, evs[i].event_id, HASH_FIND, NULL) != NULL)
+			evs[i].status = "accepted";
+	return SPI_processed;
+}
+
+/*
+ * Open events of a batch whose id is taken: the same content is a duplicate,
+ * answered with its recorded destinations; other content is a conflict
+ * (23505) that fails the whole batch. An unroutable event whose id is free
+ * is refused. With after_write, an id that is free now was taken and given
+ * up meanwhile (40001); before writing it is left open.
+ */
+static void
+batch_existing(BatchEvent *evs, int n, bool after_write)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	List	  **dests;
+	HTAB	   *stored;
+	HTAB	   *rows;
+	Datum		values[1];
+	int			m = 0;
+	int			i;
+	uint64		r;
+	static SPIPlanPtr events_plan = NULL;
+	static SPIPlanPtr dests_plan = NULL;
+
+	for (i = 0; i < n; i++)
+		if (BATCH_OPEN(&evs[i]))
+			ids[m++] = CStringGetTextDatum(evs[i].event_id);
+	if (m == 0)
+		return;
+
+	if (events_plan == NULL)
+	{
+		Oid			t[1] = {TEXTARRAYOID};
+
+		events_plan = keep_plan("SELECT event_id, event FROM evpipe.events"
+								" WHERE event_id = ANY ($1)", 1, t);
+		dests_plan = keep_plan("SELECT event_id, destination FROM evpipe.outbox WHERE event_id = ANY ($1)"
+							   " UNION SELECT event_id, destination FROM evpipe.delivered WHERE event_id = ANY ($1)"
+							   " UNION SELECT event_id, destination FROM evpipe.dead_letters WHERE event_id = ANY ($1)",
+							   1, t);
+	}
+	values[0] = PointerGetDatum(construct_array(ids, m, TEXTOID, -1, false, TYPALIGN_INT));
+
+	/* not read-only: a fresh snapshot sees what other sessions committed */
+	if (SPI_execute_plan(events_plan, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "evpipe: looking up events failed");
+	if (SPI_processed == 0 && !after_write)
+	{
+		/* nothing taken: only unroutable events need an answer */
+		for (i = 0; i < n; i++)
+			if (BATCH_OPEN(&evs[i]) && evs[i].dests == NIL)
+				break;
+		if (i == n)
+			return;
+	}
+
+	/* id -> stored event */
+	rows = id_table("evpipe batch rows", SPI_processed);
+	for (r = 0; r < SPI_processed; r++)
+	{
+		BatchIdEntry *ent = hash_search(rows,
+										SPI_getvalue(SPI_tuptable->vals[r],
+													 SPI_tuptable->tupdesc, 1),
+										HASH_ENTER, NULL);
+
+		ent->index = (int) r;
+	}
+
+	for (i = 0; i < n; i++)
+	{
+		BatchEvent *e = &evs[i];
+		BatchIdEntry *ent;
+		bool		isnull;
+
+		if (!BATCH_OPEN(e))
+			continue;
+		ent = hash_search(rows, e->event_id, HASH_FIND, NULL);
+		if (ent == NULL)
+		{
+			if (e->dests == NIL)
+			{
+				char		extra[300];
+
+				current_batch_index = i;
+				snprintf(extra, sizeof(extra), "event type %s, source %s, priority %s",
+						 e->event_type, e->source, e->priority ? e->priority : "(none)");
+				reject(ERRCODE_INVALID_PARAMETER_VALUE, "$.eventType", "route", extra,
+					   "An evpipe_admin adds routes with evpipe.add_route(); evpipe.route_explain() shows the rules.",
+					   "no route matches event type \"%s\"", e->event_type);
+			}
+			if (after_write)
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						 errmsg("event \"%s\" was changed concurrently", e->event_id),
+						 errhint("Retry the call.")));
+			continue;
+		}
+		if (!jsonb_same(DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[ent->index],
+													 SPI_tuptable->tupdesc, 2,
+													 &isnull)),
+						e->envelope))
+			batch_conflict(i, e->event_id,
+						   "an eventId identifies one event, and a retry must send the same content");
+		e->status = "duplicate";
+	}
+
+	/* the destinations recorded for the duplicates */
+	if (SPI_execute_plan(dests_plan, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "evpipe: looking up destinations failed");
+	stored = id_table("evpipe batch stored", m);
+	dests = palloc0(sizeof(List *) * m);
+	for (r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		bool		found;
+		BatchIdEntry *ent = hash_search(stored,
+										SPI_getvalue(tup, SPI_tuptable->tupdesc, 1),
+										HASH_ENTER, &found);
+
+		if (!found)
+			ent->index = hash_get_num_entries(stored) - 1;
+		dests[ent->index] = lappend(dests[ent->index],
+									SPI_getvalue(tup, SPI_tuptable->tupdesc, 2));
+	}
+	for (i = 0; i < n; i++)
+	{
+		BatchEvent *e = &evs[i];
+		BatchIdEntry *ent;
+
+		if (e->first >= 0 || e->status == NULL || strcmp(e->status, "duplicate") != 0)
+			continue;
+		ent = hash_search(stored, e->event_id, HASH_FIND, NULL);
+		e->dests = ent ? sorted_names(dests[ent->index]) : NIL;
+	}
+}
+
+/*
+ * Write a batch. The common case, all ids new, goes in with a plain INSERT
+ * in a subtransaction. If an id is taken (a retried batch, or another
+ * session meanwhile: 23505), that is rolled back, the taken ids are looked
+ * up (duplicates or conflicts), and the rest goes in with ON CONFLICT DO
+ * NOTHING (speculative insertion, slower), after which the ids skipped are
+ * looked up again.
+ */
+static void
+batch_write(BatchEvent *evs, int n, Oid caller)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool taken = false;
+	int			i;
+
+	/* an unroutable event is a duplicate of a stored one, or refused */
+	for (i = 0; i < n; i++)
+		if (BATCH_OPEN(&evs[i]) && evs[i].dests == NIL)
+		{
+			batch_existing(evs, n, false);
+			break;
+		}
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		(void) batch_insert(evs, n, caller, false);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
+			PG_RE_THROW();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		FreeErrorData(edata);
+		taken = true;
+	}
+	PG_END_TRY();
+
+	if (taken)
+	{
+		for (i = 0; i < n; i++)
+			if (evs[i].status != NULL && strcmp(evs[i].status, "accepted") == 0)
+				evs[i].status = NULL;
+		batch_existing(evs, n, false);
+		(void) batch_insert(evs, n, caller, true);
+		batch_existing(evs, n, true);
+	}
+}
+
+/* The answer for one event of a batch. */
+static void
+push_batch_answer(JsonbParseState **ps, BatchEvent *e)
+{
+	pushJsonbValue(ps, WJB_BEGIN_OBJECT, NULL);
+	push_str(ps, "eventId", e->event_id);
+	push_str(ps, "status", e->status);
+	push_str_array(ps, "destinations", e->dests);
+	pushJsonbValue(ps, WJB_END_OBJECT, NULL);
+}
+
+/*
+ * SQL: evpipe.ingest_batch(events jsonb, source text DEFAULT NULL)
+ * RETURNS jsonb
+ *
+ * Ingest a JSON array of events in one call, all or nothing: each event is
+ * checked like evpipe.ingest (paths in errors start at $[i]), then the new
+ * ones and their outbox rows are written with one statement. Answers an
+ * array with one {eventId, status, destinations} per event, in order.
+ */
+Datum
+evpipe_ingest_batch(PG_FUNCTION_ARGS)
+{
+	IngestCall	call;
+	Jsonb	   *arr;
+	char	   *source_arg = NULL;
+	int			n;
+	int			i;
+	BatchEvent *evs;
+	MemoryContext batch_cxt;
+	MemoryContext event_cxt;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	HTAB	   *seen;
+	JsonbParseState *ps = NULL;
+	JsonbValue *res;
+	bool		any_accepted = false;
+
+	current_batch_index = -1;
+	if (PG_ARGISNULL(0))
+		reject(ERRCODE_NULL_VALUE_NOT_ALLOWED, "$", "type", NULL, NULL,
+			   "events must not be null");
+	arr = PG_GETARG_JSONB_P(0);
+	if (!PG_ARGISNULL(1))
+		source_arg = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	if (!JB_ROOT_IS_ARRAY(arr) || JB_ROOT_IS_SCALAR(arr))
+		reject(ERRCODE_SQL_JSON_ARRAY_NOT_FOUND, "$", "type", NULL,
+			   "Send the events as a JSON array; evpipe.ingest takes one event.",
+			   "events must be a JSON array");
+	n = JB_ROOT_COUNT(arr);
+	if (n > evpipe_max_batch_events)
+	{
+		char		extra[96];
+
+		snprintf(extra, sizeof(extra), "%d events, the limit is %d", n,
+				 evpipe_max_batch_events);
+		reject(ERRCODE_INVALID_PARAMETER_VALUE, "$", "maxItems", extra,
+			   "The limit is evpipe.max_batch_events; split the batch.",
+			   "too many events in one batch");
+	}
+
+	enter_call(fcinfo, &call);
+	batch_cxt = CurrentMemoryContext;
+	event_cxt = AllocSetContextCreate(batch_cxt, "evpipe batch event",
+									  ALLOCSET_DEFAULT_SIZES);
+	evs = palloc0(sizeof(BatchEvent) * Max(n, 1));
+	seen = id_table("evpipe batch ids", n);
+
+	/* check, normalise and route each event; keep what is written */
+	i = 0;
+	it = JsonbIteratorInit(&arr->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		EpEvent		ev;
+		List	   *dests;
+		Jsonb	   *raw;
+		BatchEvent *e;
+		BatchIdEntry *ent;
+		bool		found;
+		MemoryContext old;
+
+		if (tok != WJB_ELEM)
+			continue;
+		CHECK_FOR_INTERRUPTS();
+		current_batch_index = i;
+		e = &evs[i];
+		old = MemoryContextSwitchTo(event_cxt);
+		raw = JsonbValueToJsonb(&v);
+		prepare_event(raw, source_arg, call.caller, &ev);
+		dests = route_event(&ev);
+
+		MemoryContextSwitchTo(batch_cxt);
+		e->event_id = pstrdup(ev.event_id);
+		e->event_type = pstrdup(ev.event_type);
+		e->version = ev.type->version;
+		e->source = pstrdup(ev.source);
+		e->ts = ev.ts;
+		e->correlation_id = ev.correlation_id ? pstrdup(ev.correlation_id) : NULL;
+		e->priority = ev.priority ? pstrdup(ev.priority) : NULL;
+		e->traceparent = ev.traceparent ? pstrdup(ev.traceparent) : new_traceparent();
+		e->envelope = jsonb_copy(ev.envelope);
+		e->dests = list_copy(dests);	/* names live in the configuration */
+		e->first = -1;
+
+		/* the same id earlier in the batch: a duplicate, or a conflict */
+		ent = hash_search(seen, e->event_id, HASH_ENTER, &found);
+		if (found)
+		{
+			if (!jsonb_same(evs[ent->index].envelope, e->envelope))
+				batch_conflict(i, e->event_id,
+							   psprintf("event $[%d] has this eventId with other content",
+										ent->index));
+			e->first = ent->index;
+		}
+		else
+			ent->index = i;
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(event_cxt);
+		i++;
+	}
+	current_batch_index = -1;
+	current_event_id = NULL;
+	current_source = NULL;
+
+	batch_write(evs, n, call.caller);
+	for (i = 0; i < n; i++)
+		if (evs[i].status != NULL && strcmp(evs[i].status, "accepted") == 0)
+		{
+			any_accepted = true;
+			ep_metric_add(EP_MK_INGEST, evs[i].event_type, NULL, EP_M_INGESTED, 1);
+		}
+
+	/* repeats within the batch answer like their first occurrence */
+	pushJsonbValue(&ps, WJB_BEGIN_ARRAY, NULL);
+	for (i = 0; i < n; i++)
+	{
+		BatchEvent *e = &evs[i];
+
+		if (e->first >= 0)
+		{
+			e->status = "duplicate";
+			e->dests = sorted_names(evs[e->first].dests);
+		}
+		if (strcmp(e->status, "duplicate") == 0)
+			ep_metric_add(EP_MK_INGEST, e->event_type, NULL, EP_M_DUPLICATE, 1);
+		push_batch_answer(&ps, e);
+	}
+	res = pushJsonbValue(&ps, WJB_END_ARRAY, NULL);
+	if (any_accepted)
+	{
+		evpipe_request_wake();
+		set_postgrest_status();
+	}
+	PG_RETURN_JSONB_P(end_call(&call, JsonbValueToJsonb(res)));
 }

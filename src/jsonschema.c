@@ -22,6 +22,7 @@
 #include <json-c/json.h>
 
 #include "jsonschema.h"
+#include "mapping.h"
 
 #define T_NULL		0x01
 #define T_BOOLEAN	0x02
@@ -149,73 +150,6 @@ path_pop(char *path, size_t *pathlen, size_t old)
 	path[old] = '\0';
 }
 
-/* Whether a member name can be written as .name in a path. */
-static int
-plain_name(const char *s)
-{
-	if (!(isalpha((unsigned char) *s) || *s == '_'))
-		return 0;
-	for (; *s; s++)
-		if (!(isalnum((unsigned char) *s) || *s == '_'))
-			return 0;
-	return 1;
-}
-
-/*
- * Write a string as a short quoted excerpt: at most `max` bytes of it,
- * cut on a UTF-8 boundary, control characters escaped.
- */
-static void
-excerpt(char *out, size_t outlen, const char *s, size_t len, size_t max)
-{
-	size_t		o = 0;
-	size_t		i;
-	int			cut = 0;
-
-	if (len > max)
-	{
-		len = max;
-		while (len > 0 && ((unsigned char) s[len] & 0xC0) == 0x80)
-			len--;
-		cut = 1;
-	}
-	for (i = 0; i < len && o + 8 < outlen; i++)
-	{
-		unsigned char c = (unsigned char) s[i];
-
-		if (c < 0x20 || c == 0x7f)
-			o += snprintf(out + o, outlen - o, "\\u%04x", c);
-		else if (c == '"' || c == '\\')
-		{
-			out[o++] = '\\';
-			out[o++] = (char) c;
-		}
-		else
-			out[o++] = (char) c;
-	}
-	if (cut && o + 4 < outlen)
-	{
-		memcpy(out + o, "...", 3);
-		o += 3;
-	}
-	out[o] = '\0';
-}
-
-/* Member path segment: .name or ["name"] */
-static void
-member_segment(char *seg, size_t n, const char *name)
-{
-	char		q[96];
-
-	if (plain_name(name) && strlen(name) < n - 2)
-		snprintf(seg, n, ".%s", name);
-	else
-	{
-		excerpt(q, sizeof(q), name, strlen(name), 48);
-		snprintf(seg, n, "[\"%s\"]", q);
-	}
-}
-
 /* A short text of an instance value for messages. */
 static void
 value_text(char *out, size_t n, struct json_object *v)
@@ -232,7 +166,7 @@ value_text(char *out, size_t n, struct json_object *v)
 			return;
 		}
 		out[0] = '"';
-		excerpt(out + 1, n - 2, json_object_get_string(v),
+		ep_json_excerpt(out + 1, n - 2, json_object_get_string(v),
 				(size_t) json_object_get_string_len(v), 40);
 		len = strlen(out);
 		out[len] = '"';
@@ -242,7 +176,7 @@ value_text(char *out, size_t n, struct json_object *v)
 	s = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
 	if (s == NULL)
 		s = "?";
-	excerpt(out, n, s, strlen(s), 40);
+	ep_json_excerpt(out, n, s, strlen(s), 40);
 }
 
 static const char *
@@ -1017,7 +951,7 @@ compile_keywords(Compiler *c, Node *n, struct json_object *v, int depth)
 				known = 1;
 		if (known)
 			continue;
-		member_segment(seg, sizeof(seg), kw);
+		ep_path_member(seg, sizeof(seg), kw, EP_PATH_NAME_MAX);
 		old = path_push(c->path, &c->pathlen, seg);
 
 		if (strcmp(kw, "$defs") == 0 || strcmp(kw, "definitions") == 0)
@@ -1042,7 +976,7 @@ compile_keywords(Compiler *c, Node *n, struct json_object *v, int depth)
 			{
 				char		q[64];
 
-				excerpt(q, sizeof(q), ref, strlen(ref), 48);
+				ep_json_excerpt(q, sizeof(q), ref, strlen(ref), 48);
 				cfail(c, "$ref", "\"%s\" refers to no definition", q);
 			}
 		}
@@ -1242,7 +1176,8 @@ compile_keywords(Compiler *c, Node *n, struct json_object *v, int depth)
 				size_t		pold;
 				Prop	   *p = &n->props[n->nprops];
 
-				member_segment(pseg, sizeof(pseg), json_object_iter_peek_name(&pit));
+				ep_path_member(pseg, sizeof(pseg), json_object_iter_peek_name(&pit),
+							   EP_PATH_NAME_MAX);
 				pold = path_push(c->path, &c->pathlen, pseg);
 				p->name = dup_str(c, json_object_iter_peek_name(&pit));
 				p->schema = compile_node(c, json_object_iter_peek_value(&pit), depth + 1);
@@ -1265,7 +1200,7 @@ compile_keywords(Compiler *c, Node *n, struct json_object *v, int depth)
 		{
 			char		q[64];
 
-			excerpt(q, sizeof(q), kw, strlen(kw), 40);
+			ep_json_excerpt(q, sizeof(q), kw, strlen(kw), 40);
 			cfail(c, "schema", "unsupported keyword \"%s\"", q);
 		}
 next:
@@ -1408,9 +1343,9 @@ ep_schema_compile(struct json_object *schema, int max_depth, EpSchemaError *err)
 				size_t		old;
 				Node	   *n = s->defs[i].node;
 
-				snprintf(seg, sizeof(seg), ".%s", kw);
+				ep_path_member(seg, sizeof(seg), kw, EP_PATH_NAME_MAX);
 				old = path_push(c.path, &c.pathlen, seg);
-				member_segment(seg, sizeof(seg), s->defs[i].name);
+				ep_path_member(seg, sizeof(seg), s->defs[i].name, EP_PATH_NAME_MAX);
 				path_push(c.path, &c.pathlen, seg);
 				if (json_object_is_type(dv, json_type_boolean))
 					n->boolean = json_object_get_boolean(dv) ? 1 : 0;
@@ -1558,7 +1493,7 @@ validate_string(Validator *v, const Node *n, struct json_object *inst)
 		m[0].rm_eo = (regoff_t) len;
 		if (regexec(n->pattern, s, 1, m, REG_STARTEND) != 0)
 		{
-			excerpt(q, sizeof(q), n->pattern_src, strlen(n->pattern_src), 40);
+			ep_json_excerpt(q, sizeof(q), n->pattern_src, strlen(n->pattern_src), 40);
 			return vfail(v, "pattern", "string does not match pattern \"%s\"", q);
 		}
 	}
@@ -1647,7 +1582,7 @@ validate_object(Validator *v, const Node *n, struct json_object *inst, int depth
 		{
 			char		q[64];
 
-			excerpt(q, sizeof(q), n->required[i], strlen(n->required[i]), 40);
+			ep_json_excerpt(q, sizeof(q), n->required[i], strlen(n->required[i]), 40);
 			return vfail(v, "required", "missing required property \"%s\"", q);
 		}
 	}
@@ -1660,7 +1595,7 @@ validate_object(Validator *v, const Node *n, struct json_object *inst, int depth
 			char		seg[EP_ERR_PATH_LEN];
 			size_t		old;
 
-			member_segment(seg, sizeof(seg), n->props[i].name);
+			ep_path_member(seg, sizeof(seg), n->props[i].name, EP_PATH_NAME_MAX);
 			old = path_push(v->path, &v->pathlen, seg);
 			if (!validate_node(v, n->props[i].schema, pv, depth + 1))
 				return false;
@@ -1684,13 +1619,13 @@ validate_object(Validator *v, const Node *n, struct json_object *inst, int depth
 					declared = 1;
 			if (declared)
 				continue;
-			member_segment(seg, sizeof(seg), name);
+			ep_path_member(seg, sizeof(seg), name, EP_PATH_NAME_MAX);
 			old = path_push(v->path, &v->pathlen, seg);
 			if (n->addl == 0)
 			{
 				char		q[64];
 
-				excerpt(q, sizeof(q), name, strlen(name), 40);
+				ep_json_excerpt(q, sizeof(q), name, strlen(name), 40);
 				return vfail(v, "additionalProperties", "property \"%s\" is not allowed", q);
 			}
 			if (!validate_node(v, n->addl_schema, json_object_iter_peek_value(&it), depth + 1))

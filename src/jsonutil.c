@@ -204,7 +204,7 @@ evpipe_valid_event_id(const char *s, int len)
 {
 	int			i;
 
-	if (len < 1 || len > 128)
+	if (len < 1 || len > EVPIPE_MAX_EVENT_ID_LEN)
 		return false;
 	for (i = 0; i < len; i++)
 	{

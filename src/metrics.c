@@ -307,11 +307,13 @@ evpipe_metrics(PG_FUNCTION_ARGS)
 		StringInfoData inflight;
 		StringInfoData age;
 		StringInfoData waits;
+		StringInfoData circuits;
 
 		initStringInfo(&pending);
 		initStringInfo(&inflight);
 		initStringInfo(&age);
 		initStringInfo(&waits);
+		initStringInfo(&circuits);
 		for (r = 0; r < SPI_processed; r++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[r];
@@ -320,6 +322,8 @@ evpipe_metrics(PG_FUNCTION_ARGS)
 			double		rate;
 			double		throttled;
 			TimestampTz paused;
+			int			circuit;
+			TimestampTz open_until;
 
 			appendStringInfoString(&pending, "evpipe_pending{");
 			label(&pending, "destination", name);
@@ -330,10 +334,13 @@ evpipe_metrics(PG_FUNCTION_ARGS)
 			appendStringInfoString(&age, "evpipe_oldest_pending_age_seconds{");
 			label(&age, "destination", name);
 			appendStringInfo(&age, "} %s\n", SPI_getvalue(tup, desc, 4));
-			ep_rate_stats(name, &rate, &throttled, &paused);
+			ep_rate_stats(name, &rate, &throttled, &paused, &circuit, &open_until);
 			appendStringInfoString(&waits, "evpipe_rate_limit_wait_seconds_total{");
 			label(&waits, "destination", name);
 			appendStringInfo(&waits, "} %.6f\n", throttled);
+			appendStringInfoString(&circuits, "evpipe_circuit_open{");
+			label(&circuits, "destination", name);
+			appendStringInfo(&circuits, "} %d\n", circuit == EP_CIRCUIT_CLOSED ? 0 : 1);
 		}
 		header(&out, "evpipe_pending", "gauge", "Outbox rows waiting for delivery (not in flight).");
 		appendStringInfoString(&out, pending.data);
@@ -343,6 +350,8 @@ evpipe_metrics(PG_FUNCTION_ARGS)
 		appendStringInfoString(&out, age.data);
 		header(&out, "evpipe_rate_limit_wait_seconds_total", "counter", "Time sends waited for the destination's rate limit.");
 		appendStringInfoString(&out, waits.data);
+		header(&out, "evpipe_circuit_open", "gauge", "1 while the destination's circuit breaker holds its rows back (open or probing).");
+		appendStringInfoString(&out, circuits.data);
 	}
 	if (SPI_execute("SELECT count(*) FROM pg_catalog.pg_stat_activity"
 					" WHERE backend_type = 'evpipe delivery worker'", true, 0) == SPI_OK_SELECT &&

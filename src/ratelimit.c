@@ -10,6 +10,13 @@
  *	  ahead of now. Unlike a bucket that refills a whole second at once, this
  *	  never lets two windows' worth through at a window's edge.
  *
+ *	  The circuit breaker stops a destination that keeps failing from
+ *	  being hammered by its whole backlog: after `threshold` transient
+ *	  failures in a row it opens (no claims) for the destination's base
+ *	  backoff, then lets one probe row through (half open). The probe's
+ *	  success, or any success, closes it; its failure opens it again for
+ *	  twice as long, up to a maximum. Rows wait without spending attempts.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -35,6 +42,12 @@ typedef struct RateSlot
 	int64		throttled_us;	/* total time sends waited for the limit */
 	int64		bucket_sec[RATE_WINDOW];
 	int64		bucket_count[RATE_WINDOW];
+	/* circuit breaker */
+	int			failures;		/* transient failures in a row */
+	int			circuit;		/* EP_CIRCUIT_* */
+	TimestampTz open_until;		/* open: when a probe may go */
+	int64		open_ms;		/* how long it opened last time */
+	TimestampTz probe_at;		/* half open: when the probe was claimed, 0: none */
 } RateSlot;
 
 typedef struct RateShared
@@ -103,6 +116,11 @@ ep_rate_slot(const char *name)
 		s->throttled_us = 0;
 		memset(s->bucket_sec, 0, sizeof(s->bucket_sec));
 		memset(s->bucket_count, 0, sizeof(s->bucket_count));
+		s->failures = 0;
+		s->circuit = EP_CIRCUIT_CLOSED;
+		s->open_until = 0;
+		s->open_ms = 0;
+		s->probe_at = 0;
 	}
 	SpinLockRelease(&rate->mutex);
 	return free_slot;
@@ -231,10 +249,125 @@ ep_rate_paused_ms(int slot)
 	return ms;
 }
 
+/* Rows a destination may claim now, as its circuit allows; see ratelimit.h. */
+int
+ep_breaker_admit(int slot, int want, long probe_stale_ms, bool *probe)
+{
+	RateSlot   *s;
+	TimestampTz now = GetCurrentTimestamp();
+	int			n = want;
+
+	*probe = false;
+	if (slot < 0 || rate == NULL || want <= 0)
+		return want;
+	s = &rate->slots[slot];
+	SpinLockAcquire(&s->mutex);
+	if (s->circuit == EP_CIRCUIT_OPEN && now >= s->open_until)
+	{
+		s->circuit = EP_CIRCUIT_HALF_OPEN;
+		s->probe_at = 0;
+	}
+	if (s->circuit == EP_CIRCUIT_OPEN)
+		n = 0;
+	else if (s->circuit == EP_CIRCUIT_HALF_OPEN)
+	{
+		/* one probe at a time; a probe whose worker died is replaced */
+		if (s->probe_at != 0 && now - s->probe_at < (int64) probe_stale_ms * 1000)
+			n = 0;
+		else
+		{
+			s->probe_at = now;
+			n = 1;
+			*probe = true;
+		}
+	}
+	SpinLockRelease(&s->mutex);
+	return n;
+}
+
+/* The probe's claim found no row: the next claim may probe. */
+void
+ep_breaker_unadmit(int slot)
+{
+	RateSlot   *s;
+
+	if (slot < 0 || rate == NULL)
+		return;
+	s = &rate->slots[slot];
+	SpinLockAcquire(&s->mutex);
+	if (s->circuit == EP_CIRCUIT_HALF_OPEN)
+		s->probe_at = 0;
+	SpinLockRelease(&s->mutex);
+}
+
+/* Record an answer (or its absence); see ratelimit.h. */
+int
+ep_breaker_record(int slot, bool failed, int threshold, long base_ms,
+				  long max_ms, long *open_ms)
+{
+	RateSlot   *s;
+	TimestampTz now = GetCurrentTimestamp();
+	int			change = EP_CIRCUIT_NO_CHANGE;
+
+	*open_ms = 0;
+	if (slot < 0 || rate == NULL || threshold <= 0)
+		return change;
+	s = &rate->slots[slot];
+	SpinLockAcquire(&s->mutex);
+	if (!failed)
+	{
+		s->failures = 0;
+		if (s->circuit != EP_CIRCUIT_CLOSED)
+		{
+			s->circuit = EP_CIRCUIT_CLOSED;
+			s->open_ms = 0;
+			s->probe_at = 0;
+			change = EP_CIRCUIT_CLOSED;
+		}
+	}
+	else
+	{
+		if (s->failures < INT_MAX)
+			s->failures++;
+		if (s->circuit == EP_CIRCUIT_HALF_OPEN ||
+			(s->circuit == EP_CIRCUIT_CLOSED && s->failures >= threshold))
+		{
+			s->open_ms = s->circuit == EP_CIRCUIT_HALF_OPEN
+				? Min(Max(s->open_ms, 1) * 2, (int64) max_ms)
+				: Min((int64) base_ms, (int64) max_ms);
+			s->circuit = EP_CIRCUIT_OPEN;
+			s->open_until = now + s->open_ms * 1000;
+			s->probe_at = 0;
+			*open_ms = (long) s->open_ms;
+			change = EP_CIRCUIT_OPEN;
+		}
+	}
+	SpinLockRelease(&s->mutex);
+	return change;
+}
+
+/* Whether the circuit lets no claim through now. */
+bool
+ep_breaker_blocked(int slot)
+{
+	RateSlot   *s;
+	TimestampTz now = GetCurrentTimestamp();
+	bool		blocked;
+
+	if (slot < 0 || rate == NULL)
+		return false;
+	s = &rate->slots[slot];
+	SpinLockAcquire(&s->mutex);
+	blocked = (s->circuit == EP_CIRCUIT_OPEN && now < s->open_until) ||
+		(s->circuit == EP_CIRCUIT_HALF_OPEN && s->probe_at != 0);
+	SpinLockRelease(&s->mutex);
+	return blocked;
+}
+
 /* Current rate (sends in the last full second), throttled time, pause. */
 void
 ep_rate_stats(const char *name, double *current_rate, double *throttled_s,
-			  TimestampTz *paused_until)
+			  TimestampTz *paused_until, int *circuit, TimestampTz *open_until)
 {
 	int			i;
 	int64		prev = GetCurrentTimestamp() / USECS_PER_SEC - 1;
@@ -242,6 +375,8 @@ ep_rate_stats(const char *name, double *current_rate, double *throttled_s,
 	*current_rate = 0;
 	*throttled_s = 0;
 	*paused_until = 0;
+	*circuit = EP_CIRCUIT_CLOSED;
+	*open_until = 0;
 	if (rate == NULL)
 		return;
 	for (i = 0; i < rate->nslots; i++)
@@ -255,6 +390,8 @@ ep_rate_stats(const char *name, double *current_rate, double *throttled_s,
 			*current_rate = (double) s->bucket_count[prev % RATE_WINDOW];
 		*throttled_s = s->throttled_us / 1000000.0;
 		*paused_until = s->paused_until;
+		*circuit = s->circuit;
+		*open_until = s->open_until;
 		SpinLockRelease(&s->mutex);
 		break;
 	}

@@ -37,8 +37,39 @@ extern void ep_rate_pause(int slot, long ms);
 /* Milliseconds a destination stays paused (0 if not paused). */
 extern long ep_rate_paused_ms(int slot);
 
-/* Snapshot for evpipe.stats: sends in the last second, throttled time. */
+/* Circuit breaker states, and "no change" for ep_breaker_record. */
+#define EP_CIRCUIT_CLOSED 0
+#define EP_CIRCUIT_OPEN 1
+#define EP_CIRCUIT_HALF_OPEN 2
+#define EP_CIRCUIT_NO_CHANGE (-1)
+
+/*
+ * How many of `want` rows a destination may claim as its circuit allows:
+ * all while closed, none while open, one probe (*probe set) once the open
+ * time is over and no probe is out (or the last one is older than
+ * probe_stale_ms).
+ */
+extern int	ep_breaker_admit(int slot, int want, long probe_stale_ms, bool *probe);
+
+/* A probe's claim found no row. */
+extern void ep_breaker_unadmit(int slot);
+
+/*
+ * Record an attempt's end: failed means a transient failure (the target
+ * did not answer, or answered 5xx/408). Returns EP_CIRCUIT_OPEN when this
+ * opened the circuit (*open_ms: for how long), EP_CIRCUIT_CLOSED when it
+ * closed it, else EP_CIRCUIT_NO_CHANGE. threshold <= 0 disables.
+ */
+extern int	ep_breaker_record(int slot, bool failed, int threshold,
+							  long base_ms, long max_ms, long *open_ms);
+
+/* Whether the circuit lets no claim through now (open, or a probe out). */
+extern bool ep_breaker_blocked(int slot);
+
+/* Snapshot for evpipe.stats: sends in the last second, throttled time,
+ * pause, circuit state and when an open circuit lets a probe through. */
 extern void ep_rate_stats(const char *name, double *current_rate,
-						  double *throttled_s, TimestampTz *paused_until);
+						  double *throttled_s, TimestampTz *paused_until,
+						  int *circuit, TimestampTz *open_until);
 
 #endif							/* EVPIPE_RATELIMIT_H */

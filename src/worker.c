@@ -336,6 +336,8 @@ load_destinations(void)
 		d->backoff_max_ms = config_int(cfg, "backoff_max_ms", 300000);
 		if (d->backoff_max_ms < d->backoff_base_ms)
 			d->backoff_max_ms = d->backoff_base_ms;
+		d->breaker_threshold = config_int(cfg, "breaker_threshold", 5);
+		d->breaker_max_open_ms = config_int(cfg, "breaker_max_open_ms", 60000);
 		d->max_in_flight = config_int(cfg, "max_in_flight",
 									  Max(1, evpipe_max_in_flight / 2));
 		d->rate_limit = config_double(cfg, "rate_limit_per_sec", 0);
@@ -438,6 +440,34 @@ add_outcome(int64 id, int attempts, OutcomeKind kind, int status,
 }
 
 /*
+ * Tell the destination's circuit breaker how an attempt ended (failed: a
+ * transient failure) and log when that opens or closes it.
+ */
+static void
+breaker_record(DestConfig *d, bool failed, ItemResult *res)
+{
+	long		open_ms;
+
+	switch (ep_breaker_record(d->slot, failed, d->breaker_threshold,
+							  d->backoff_base_ms, d->breaker_max_open_ms, &open_ms))
+	{
+		case EP_CIRCUIT_OPEN:
+			ereport(LOG,
+					(errmsg("evpipe event=circuit_open destination=%s open_ms=%ld status=%d error=\"%s\"",
+							d->name, open_ms, res->status, res->error),
+					 errhidestmt(true)));
+			break;
+		case EP_CIRCUIT_CLOSED:
+			ereport(LOG,
+					(errmsg("evpipe event=circuit_closed destination=%s", d->name),
+					 errhidestmt(true)));
+			break;
+		default:
+			break;
+	}
+}
+
+/*
  * Turn one item's result into an outcome: success, a retry after backoff
  * (or Retry-After), or a dead letter when permanent or out of attempts.
  */
@@ -447,6 +477,9 @@ settle_item(DestConfig *d, DeliveryItem *item, ItemResult *res,
 {
 	const char *name = d ? d->name : "?";
 	int			max_attempts = d ? d->max_attempts : 1;
+
+	if (d != NULL && !(res->status == 429 && retry_after_ms > 0))
+		breaker_record(d, !res->ok && !res->permanent, res);
 
 	if (res->ok)
 	{
@@ -1075,7 +1108,12 @@ record_outcomes_in_tx(void)
 			INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
 		INT4OID, TEXTOID};
 
-		plan = SPI_prepare(
+		/*
+		 * One generic plan: every step is an index lookup by id whatever the
+		 * arrays hold, and planning this statement costs more than running
+		 * it.
+		 */
+		plan = SPI_prepare_cursor(
 						   "WITH r AS ("
 						   " SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),"
 						   "  pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7))"
@@ -1124,7 +1162,7 @@ record_outcomes_in_tx(void)
 						   " SELECT d.event_id, d.destination, d.attempts, d.last_status, d.last_error,"
 						   "  (SELECT pg_catalog.count(*) FROM notified)"
 						   " FROM dead_ins d",
-						   9, types);
+						   9, types, CURSOR_OPT_GENERIC_PLAN);
 		if (plan == NULL || SPI_keepplan(plan) != 0)
 			elog(ERROR, "evpipe: could not prepare the outcome statement");
 	}
@@ -1361,6 +1399,7 @@ typedef struct ClaimPlan
 	int			used;
 	int64	   *offsets;		/* microseconds from the claim */
 	List	   *items;			/* DeliveryItem * */
+	bool		probe;			/* the circuit breaker's probe row */
 } ClaimPlan;
 
 /* A copy of a claimed row's item in the current memory context. */
@@ -1432,11 +1471,18 @@ claim_and_start(void)
 
 		if (cap <= 0)
 			continue;
+		cap = ep_breaker_admit(d->slot, cap, d->timeout_ms + 5000L, &p->probe);
+		if (cap <= 0)
+			continue;
 		p->offsets = MemoryContextAlloc(loopcxt, sizeof(int64) * cap);
 		p->reserved = ep_rate_reserve(d->slot, d->rate_limit, d->rate_burst,
 									  cap, 1000, p->offsets);
 		if (p->reserved <= 0)
+		{
+			if (p->probe)
+				ep_breaker_unadmit(d->slot);
 			continue;
+		}
 		p->dest = d;
 		names[n] = CStringGetTextDatum(d->name);
 		limits[n] = Int32GetDatum(p->reserved);
@@ -1454,13 +1500,20 @@ claim_and_start(void)
 	if (n > 0)
 	{
 		Datum		values[6];
+		int			nestlevel;
+		int			rc;
 
 		if (plan == NULL)
 		{
 			Oid			types[6] = {TEXTARRAYOID, INT4ARRAYOID, INT4ARRAYOID,
 			TEXTARRAYOID, INT4OID, BOOLARRAYOID};
 
-			plan = SPI_prepare(
+			/*
+			 * Planned with the actual parameters each time: a generic plan
+			 * estimated from one destination's huge backlog (a paused one,
+			 * say) scans the whole outbox for every other destination.
+			 */
+			plan = SPI_prepare_cursor(
 							   "WITH c AS ("
 							   " SELECT x.id, d.lease_ms, d.grp FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
 							   "  pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($6))"
@@ -1471,7 +1524,9 @@ claim_and_start(void)
 							   /* FIFO: one batch in flight for the destination, oldest first */
 							   "   AND (NOT d.fifo OR (pg_catalog.pg_try_advisory_xact_lock("
 							   "     pg_catalog.hashtext('evpipe.fifo:' || d.name))"
+							   /* a lease moved next_attempt_at to its end: an index range */
 							   "    AND NOT EXISTS (SELECT 1 FROM evpipe.outbox l WHERE l.destination = d.name"
+							   "     AND l.next_attempt_at > pg_catalog.now()"
 							   "     AND l.leased_by IS NOT NULL AND l.lease_until > pg_catalog.now())))"
 							   "  ORDER BY o.next_attempt_at, o.id LIMIT d.lim FOR UPDATE SKIP LOCKED) x),"
 							   " u AS ("
@@ -1494,7 +1549,7 @@ claim_and_start(void)
 							   " FROM u JOIN evpipe.events e ON e.event_id = u.event_id"
 							   " JOIN evpipe.destinations dst ON dst.name = u.destination"
 							   " ORDER BY u.destination, u.id",
-							   6, types);
+							   6, types, CURSOR_OPT_CUSTOM_PLAN);
 			if (plan == NULL || SPI_keepplan(plan) != 0)
 				elog(ERROR, "evpipe: could not prepare the claim statement");
 		}
@@ -1504,7 +1559,21 @@ claim_and_start(void)
 		values[3] = PointerGetDatum(construct_array(groups, n, TEXTOID, -1, false, TYPALIGN_INT));
 		values[4] = Int32GetDatum(MyProcPid);
 		values[5] = PointerGetDatum(construct_array(fifos, n, BOOLOID, 1, true, TYPALIGN_CHAR));
-		if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
+		/*
+		 * Nested loops only, for this statement: the planner cannot know how
+		 * many rows "LIMIT d.lim" takes and guesses a tenth of the
+		 * destination's backlog, which with millions of rows pending made it
+		 * hash whole tables (the outbox, the events) for every claim. The
+		 * claim touches a few rows by index, whatever is pending.
+		 */
+		nestlevel = NewGUCNestLevel();
+		(void) set_config_option("enable_hashjoin", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		rc = SPI_execute_plan(plan, values, NULL, false, 0);
+		AtEOXact_GUC(true, nestlevel);
+		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "evpipe: claiming outbox rows failed");
 
 		for (r = 0; r < SPI_processed; r++)
@@ -1566,6 +1635,8 @@ claim_and_start(void)
 		 * "full" is not the test); an empty claim ends the backlog.
 		 */
 		d->backlog = (p->used > 0);
+		if (p->probe && p->used == 0)
+			ep_breaker_unadmit(d->slot);
 		if (p->used < p->reserved)
 			ep_rate_unreserve(d->slot, d->rate_limit, p->reserved - p->used);
 		if (kind == NULL)
@@ -1816,7 +1887,7 @@ backlog_claimable(void)
 		int			cap = dest_capacity(d, free_slots);
 
 		if (d->backlog && cap > 0 && cap >= Max(1, d->max_in_flight / 4) &&
-			ep_rate_paused_ms(d->slot) == 0)
+			ep_rate_paused_ms(d->slot) == 0 && !ep_breaker_blocked(d->slot))
 			return true;
 	}
 	return false;
@@ -1848,13 +1919,6 @@ evpipe_worker_main(Datum arg)
 	 * with its outcome. Producers' commits are untouched.
 	 */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
-
-	/*
-	 * Plan claims and outcomes with their actual parameters: a generic plan
-	 * estimated from one destination's huge backlog (a paused one, say)
-	 * scans the whole outbox for every other destination.
-	 */
-	SetConfigOption("plan_cache_mode", "force_custom_plan", PGC_SUSET, PGC_S_OVERRIDE);
 
 	pg_atomic_write_u32(&evpipe_shared->workers[index].pgprocno,
 						MyProc->pgprocno + 1);

@@ -101,27 +101,44 @@ test('pg_ctl stop -m immediate and restart under load: every committed event is 
 test('target down for a long stretch: ingest unaffected, no retry storm, backlog drains after recovery', async () => {
   const port = await freePort();
   const n = 300;
-  await pg.query(`SELECT evpipe.create_destination('d', 'http', $1::jsonb)`,
-    [JSON.stringify({ url: `http://127.0.0.1:${port}/d`, backoff_base_ms: 500, backoff_max_ms: 2000, max_attempts: 100 })]);
+  const mark = pg.log().length;
+  const cfg = { url: `http://127.0.0.1:${port}/d`, backoff_base_ms: 500, backoff_max_ms: 2000, max_attempts: 100 };
+  await pg.query(`SELECT evpipe.create_destination('d', 'http', $1::jsonb)`, [JSON.stringify(cfg)]);
+  // the same target without a circuit breaker, for comparison
+  await pg.query(`SELECT evpipe.create_destination('d-nobreaker', 'http', $1::jsonb)`,
+    [JSON.stringify({ ...cfg, url: `http://127.0.0.1:${port}/nb`, breaker_threshold: 0 })]);
   await pg.query("SELECT evpipe.add_route('DOWN', 'd')");
+  await pg.query("SELECT evpipe.add_route('DOWN', 'd-nobreaker')");
   const t0 = Date.now();
   await ingestRange('DOWN', 'd-', 0, n);
   const ingestMs = Date.now() - t0;
   await sleep(LONG ? 30000 : 5000);
-  const att = await pg.query("SELECT sum(attempts)::int AS a, max(attempts)::int AS m FROM evpipe.outbox WHERE destination = 'd'");
+  const att = await pg.query(`SELECT destination, sum(attempts)::int AS a, max(attempts)::int AS m
+    FROM evpipe.outbox WHERE destination IN ('d', 'd-nobreaker') GROUP BY 1 ORDER BY 1`);
   const downSecs = LONG ? 30 : 5;
-  // full jitter from 500 ms up to 2 s: a row retries at most ~ every 0.25-1 s on average
-  console.log(`# target down ${downSecs} s: ${att[0].a} attempts for ${n} events (max ${att[0].m} per event); ingest of ${n} took ${ingestMs} ms`);
-  assert.ok(att[0].m <= downSecs * 4 + 2, 'backoff honoured: no retry storm');
-  const st = await pg.query("SELECT pending, retrying, last_error FROM evpipe.stats WHERE destination = 'd'");
+  console.log(`# target down ${downSecs} s: ${att[0].a} attempts for ${n} events with the circuit breaker, ${att[1].a} without (max ${att[0].m} and ${att[1].m} per event); ingest of ${n} took ${ingestMs} ms`);
+  // without the breaker, full jitter from 500 ms up to 2 s: a row retries at most ~ every 0.25-1 s on average
+  assert.ok(att[1].m <= downSecs * 4 + 2, 'backoff honoured: no retry storm');
+  // with it, the backlog waits: the rows that opened it and a probe now and then
+  assert.ok(att[0].a < att[1].a / 2, 'the circuit breaker holds the backlog back');
+  assert.ok(att[0].a <= 2 * 64 + 2 * downSecs, `at most a claim per worker and the probes: ${att[0].a}`);
+  const st = await pg.query("SELECT pending, retrying, last_error, circuit FROM evpipe.stats WHERE destination = 'd'");
   assert.match(st[0].last_error, /connect/i);
+  assert.match(st[0].circuit, /^(open|half_open)$/);
+  assert.match(await pg.query('SELECT evpipe.metrics() AS m').then((r) => r[0].m), /evpipe_circuit_open\{destination="d"\} 1/);
+  assert.match(pg.log().slice(mark), /event=circuit_open destination=d open_ms=500 /);
   // the target comes back on the same port
   const back = await startPeer('http-sink', ['--port', String(port)]).catch(() => null);
   assert.ok(back, 'sink restarted on the same port');
   try {
     await account('d-', n, 'd', 60000);
+    await account('d-', n, 'd-nobreaker', 60000);
     const got = await back.control('GET', '/_control/requests?path=/d');
     assert.equal(new Set(got.map((x) => x.headers['idempotency-key'])).size, n);
+    const dead = await pg.query("SELECT count(*)::int AS n FROM evpipe.dead_letters WHERE destination = 'd'");
+    assert.equal(dead[0].n, 0, 'nothing dead-lettered: waiting rows spent no attempts');
+    assert.equal((await pg.query("SELECT circuit FROM evpipe.stats WHERE destination = 'd'"))[0].circuit, 'closed');
+    assert.match(pg.log().slice(mark), /event=circuit_closed destination=d\b/);
   } finally {
     await back.stop();
   }

@@ -142,3 +142,57 @@ test(`SQL fuzzer: ${TOTAL} generated and mutated events; server up; refusals are
   assert.equal(acct[0].events, acct[0].outbox);
   assert.equal(acct[0].events, totals.accepted);
 });
+
+// The same generator through evpipe.ingest_batch: arrays of 1-40 events with
+// repeats (same content: duplicates; other content: 23505). Each call is
+// all or nothing: an answer per event, or one class-22/23 refusal whose
+// detail names the event's place in the array.
+const BATCH_TOTAL = process.env.EVPIPE_PROFILE === 'long' ? 200000 : 20000;
+
+test(`SQL fuzzer, batches: ${BATCH_TOTAL} events through evpipe.ingest_batch; all or nothing; server up`, async () => {
+  const before = (await pg.query('SELECT count(*)::int AS n FROM evpipe.events'))[0].n;
+  const totals = {};
+  let accepted = 0;
+  let sent = 0;
+  while (sent < BATCH_TOTAL) {
+    const arr = [];
+    const size = 1 + int(40);
+    for (let i = 0; i < size; i++) {
+      const r = rnd();
+      if (arr.length && r < 0.08) arr.push(pick(arr));                      // a repeat
+      else if (arr.length && r < 0.09) arr.push({ ...pick(arr), payload: { other: true } }); // id reused
+      else if (r < 0.12) arr.push(event());                                  // likely invalid
+      else {
+        counter++;
+        arr.push({ eventId: `fzb-${counter}`, eventType: pick(['FUZZ', 'FUZZ_STRICT']), source: 'fuzz-src',
+          payload: { name: 'n', qty: int(10), tags: ['a'] }, timestamp: '2026-11-21T10:00:00Z' });
+      }
+    }
+    sent += arr.length;
+    const body = rnd() < 0.01 ? pick(['{}', '"x"', '1', 'null', JSON.stringify({ events: arr })]) : JSON.stringify(arr);
+    try {
+      const rows = await pg.query('SELECT evpipe.ingest_batch($1::jsonb) AS r', [body]);
+      const answers = rows[0].r;
+      assert.ok(Array.isArray(answers) && answers.length === arr.length && body.startsWith('['),
+        `one answer per event: ${JSON.stringify(answers).slice(0, 200)}`);
+      for (const a of answers) {
+        assert.match(a.status, /^(accepted|duplicate)$/);
+        totals[a.status] = (totals[a.status] || 0) + 1;
+        if (a.status === 'accepted') accepted++;
+      }
+    } catch (e) {
+      assert.match(e.code || '', /^(22|23)/, `unexpected SQLSTATE ${e.code}: ${e.message}`);
+      assert.ok(e.message && e.message.length > 0, 'every refusal has a message');
+      if (e.detail && e.detail.startsWith('Path $[')) totals.located = (totals.located || 0) + 1;
+      totals[e.code] = (totals[e.code] || 0) + 1;
+    }
+  }
+  console.log(`# ${sent} events in batches: ${JSON.stringify(totals)}`);
+  assert.ok(accepted > 0 && totals.duplicate > 0, 'batches were accepted, repeats answered as duplicates');
+  assert.ok(totals['23505'] > 0 && totals.located > 0, 'conflicts refused, refusals located in the array');
+  assert.doesNotMatch(pg.log(), /terminated by signal|PANIC/);
+  const acct = await pg.query(`SELECT count(*)::int AS events,
+    (SELECT count(*)::int FROM evpipe.outbox) AS outbox FROM evpipe.events`);
+  assert.equal(acct[0].events, acct[0].outbox, 'one outbox row per event');
+  assert.equal(acct[0].events - before, accepted, 'exactly the accepted events were written');
+});
