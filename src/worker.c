@@ -84,6 +84,7 @@ static struct
 {
 	int			index;
 	MemoryContext loop_cxt;
+	MemoryContext tx_caller_cxt;	/* current when the transaction began */
 	MemoryContext dest_cxt;
 	MemoryContext outcome_cxt;
 	bool		dests_valid;
@@ -718,12 +719,15 @@ build_request(const DeliveryKind *kind, DeliveryRequest *r, char *error,
 			  size_t errlen)
 {
 	ResourceOwner save = CurrentResourceOwner;
+	MemoryContext old = MemoryContextSwitchTo(r->cxt);	/* the body lives as
+														 * long as the request */
 	bool		ok;
 
 	if (CurrentResourceOwner == NULL)
 		CurrentResourceOwner = W.owner;
 	ok = kind->build(r, error, errlen);
 	CurrentResourceOwner = save;
+	MemoryContextSwitchTo(old);
 	return ok;
 }
 
@@ -752,7 +756,7 @@ start_request(DestConfig *d, const DeliveryKind *kind, DeliveryRequest *r,
 		request_free(r);
 		return;
 	}
-	r->response = palloc(EP_RESPONSE_MAX + 1);
+	r->response = MemoryContextAlloc(r->cxt, EP_RESPONSE_MAX + 1);
 	r->response[0] = '\0';
 	error[0] = '\0';
 
@@ -979,6 +983,7 @@ collect_finished(void)
 static void
 begin_tx(const char *activity)
 {
+	W.tx_caller_cxt = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -994,6 +999,8 @@ commit_tx(void)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	/* the commit leaves TopMemoryContext current: go back to the loop's */
+	MemoryContextSwitchTo(W.tx_caller_cxt);
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
@@ -2031,6 +2038,7 @@ evpipe_worker_main(Datum arg)
 			EmitErrorReport();
 			FlushErrorState();
 			AbortCurrentTransaction();
+			MemoryContextSwitchTo(W.loop_cxt);
 			W.dests_valid = false;
 			W.ext_ready = false;
 			logged_waiting = false;
