@@ -1,5 +1,6 @@
 // Soak of the delivery workers: a steady flow of events for a while, with
-// successes, retries on 5xx and dead letters across several destinations.
+// successes, retries on 5xx, dead letters (at once, and after max_attempts)
+// and a circuit breaker opening and closing, across five destinations.
 // Each worker's memory must stay flat and the accounting must hold.
 //
 //   EVPIPE_PROFILE=short (default, CI): 60 s;  EVPIPE_PROFILE=long: 30 min;
@@ -22,7 +23,7 @@
 // catalog caches, prepared plans, malloc arenas reach their steady size):
 //   - growth: mean of the last quarter minus mean of the first quarter of
 //     the remaining samples, under 2 MB (short) or 4 MB (long). Each worker
-//     sends ~75 requests/s here: in the short profile's ~36 s between the
+//     sends ~90 requests/s here: in the short profile's ~36 s between the
 //     quarters, 2 MB is a leak of under 1 kB per request (a leaked 16 kB answer
 //     buffer per request is ~1 MB/s). Flat workers measure under 0.5 MB.
 //   - slope: least squares over the same samples, under 64 kB/s in the
@@ -46,7 +47,7 @@ const { startPeer } = require('./lib/peers');
 
 const LONG = process.env.EVPIPE_PROFILE === 'long';
 const SECONDS = Number(process.env.EVPIPE_SOAK_SECONDS) || (LONG ? 1800 : 60);
-const RATE = Number(process.env.EVPIPE_SOAK_RATE) || 25;          // events/s, each to 4 destinations
+const RATE = Number(process.env.EVPIPE_SOAK_RATE) || 25;          // events/s, each to 5 destinations
 const SAMPLE_MS = SECONDS >= 600 ? 10000 : 2000;
 const WARMUP = 0.2;
 const KB = 1024;
@@ -54,7 +55,8 @@ const BOUNDS = SECONDS >= 600
   ? { growth: 4096 * KB, slope: 1 * KB, contexts: 256 * KB }
   : { growth: 2048 * KB, slope: 64 * KB, contexts: 256 * KB };
 const SANITIZED = /libasan/.test(process.env.EVPIPE_PG_ENV || '');
-const DESTS = ['ok', 'flaky', 'dead', 'exhaust'];
+const DESTS = ['ok', 'flaky', 'dead', 'exhaust', 'outage'];
+const OUTAGE = { every: 20, lasts: 5 }; // seconds: /outage answers 503 for 5 s of every 20
 
 let pg;
 let sink;
@@ -93,11 +95,14 @@ function slope(points) { // least squares, bytes per second
 const mean = (xs) => xs.reduce((s, x) => s + x, 0) / xs.length;
 const mb = (b) => `${(b / KB / KB).toFixed(2)} MB`;
 
-async function behave() {
+// The sink's answers, set again every second (second n of the run).
+async function behave(n = 0) {
   await sink.control('POST', '/_control/behavior', { path: '/ok', delayMs: 5 });
   await sink.control('POST', '/_control/behavior', { path: '/flaky', failTimes: 5, failStatus: 500 });
   await sink.control('POST', '/_control/behavior', { path: '/dead', status: 400, body: '{"error":"bad event"}' });
   await sink.control('POST', '/_control/behavior', { path: '/exhaust', status: 503, body: '{"error":"try later"}' });
+  await sink.control('POST', '/_control/behavior', n % OUTAGE.every < OUTAGE.lasts
+    ? { path: '/outage', status: 503, body: '{"error":"down"}' } : { path: '/outage', delayMs: 1 });
 }
 
 // Each worker's memory-context tree, logged by the server; the Grand total line.
@@ -123,11 +128,15 @@ before(async () => {
   const common = { backoff_base_ms: 50, backoff_max_ms: 400, timeout_ms: 5000 };
   const cfg = {
     ok: { max_attempts: 8 },
-    flaky: { max_attempts: 30 },   // 5xx for the first 5 requests of every second
+    // 5xx for the first 5 requests of every second; no circuit breaker: once
+    // traffic thins out (a drain) every probe would be a first request and fail
+    flaky: { max_attempts: 30, breaker_threshold: 0 },
     dead: { max_attempts: 8 },     // 400: dead letter at once
     // 503 always: dead letter after 3 attempts (the circuit breaker, which would
     // hold these rows back while the target keeps failing, is off here)
     exhaust: { max_attempts: 3, breaker_threshold: 0 },
+    // down 5 s of every 20: the breaker opens, probes, closes; waiting rows spend no attempts
+    outage: { max_attempts: 30, breaker_max_open_ms: 1000 },
   };
   for (const d of DESTS) {
     await pg.query('SELECT evpipe.create_destination($1, \'http\', $2::jsonb)',
@@ -182,7 +191,7 @@ test(`soak: ${SECONDS} s of steady traffic, worker memory flat, every event acco
       await sleep(1000);
       n++;
       if (n % 30 === 0) await sink.control('POST', '/_control/reset');
-      await behave();
+      await behave(n);
     }
   })();
 
@@ -248,6 +257,9 @@ test(`soak: ${SECONDS} s of steady traffic, worker memory flat, every event acco
   // (the sink answers 200 for a moment after each reset of its log)
   assert.ok(by.dead.dead >= ingested * 0.9, 'dead: 400 is a dead letter at once');
   assert.ok(by.exhaust.dead >= ingested * 0.9, 'exhaust: 503 every time is a dead letter after max_attempts');
+  assert.ok(by.outage.delivered >= ingested * 0.99, 'outage: delivered once the target is back');
+  assert.match(pg.log(), /event=circuit_open destination=outage/, 'outage: the circuit breaker opened');
+  assert.match(pg.log(), /event=circuit_closed destination=outage/, 'outage: and closed again');
 
   // the same workers all along: no crash, no restart
   assert.deepEqual((await pg.workerPids()).sort(), [...pids].sort(), 'the same workers ran throughout');
