@@ -1261,6 +1261,21 @@ typedef struct IngestCall
 } IngestCall;
 
 /*
+ * The arguments of ingest-like calls: a jsonb that must not be null (named
+ * `what` in the error) and an optional source.
+ */
+static Jsonb *
+call_args(FunctionCallInfo fcinfo, const char *what, char **source_arg)
+{
+	current_batch_index = -1;
+	if (PG_ARGISNULL(0))
+		reject(ERRCODE_NULL_VALUE_NOT_ALLOWED, "$", "type", NULL, NULL,
+			   "%s must not be null", what);
+	*source_arg = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	return PG_GETARG_JSONB_P(0);
+}
+
+/*
  * Enter a call: remember the caller, switch to the extension owner for the
  * SPI work, and load the configuration.
  */
@@ -1288,15 +1303,9 @@ static void
 begin_call(FunctionCallInfo fcinfo, IngestCall *call)
 {
 	Jsonb	   *raw;
-	char	   *source_arg = NULL;
+	char	   *source_arg;
 
-	current_batch_index = -1;
-	if (PG_ARGISNULL(0))
-		reject(ERRCODE_NULL_VALUE_NOT_ALLOWED, "$", "type", NULL, NULL,
-			   "event must not be null");
-	raw = PG_GETARG_JSONB_P(0);
-	if (!PG_ARGISNULL(1))
-		source_arg = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	raw = call_args(fcinfo, "event", &source_arg);
 	enter_call(fcinfo, call);
 	prepare_event(raw, source_arg, call->caller, &call->ev);
 	call->dests = route_event(&call->ev);
@@ -1889,7 +1898,7 @@ evpipe_ingest_batch(PG_FUNCTION_ARGS)
 {
 	IngestCall	call;
 	Jsonb	   *arr;
-	char	   *source_arg = NULL;
+	char	   *source_arg;
 	int			n;
 	int			i;
 	BatchEvent *evs;
@@ -1903,13 +1912,7 @@ evpipe_ingest_batch(PG_FUNCTION_ARGS)
 	JsonbValue *res;
 	bool		any_accepted = false;
 
-	current_batch_index = -1;
-	if (PG_ARGISNULL(0))
-		reject(ERRCODE_NULL_VALUE_NOT_ALLOWED, "$", "type", NULL, NULL,
-			   "events must not be null");
-	arr = PG_GETARG_JSONB_P(0);
-	if (!PG_ARGISNULL(1))
-		source_arg = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	arr = call_args(fcinfo, "events", &source_arg);
 	if (!JB_ROOT_IS_ARRAY(arr) || JB_ROOT_IS_SCALAR(arr))
 		reject(ERRCODE_SQL_JSON_ARRAY_NOT_FOUND, "$", "type", NULL,
 			   "Send the events as a JSON array; evpipe.ingest takes one event.",
