@@ -1589,6 +1589,8 @@ batch_insert(BatchEvent *evs, int n, Oid caller, bool on_conflict)
 	int			i;
 	uint64		r;
 	HTAB	   *written;
+	int			nestlevel;
+	int			rc;
 
 	for (i = 0; i < n; i++)
 	{
@@ -1663,7 +1665,13 @@ batch_insert(BatchEvent *evs, int n, Oid caller, bool on_conflict)
 	values[10] = text_array(out_ids);
 	values[11] = text_array(out_dests);
 
-	if (SPI_execute_plan(plans[on_conflict], values, NULL, false, 0) != SPI_OK_SELECT)
+	/* no JIT: compiling the statement costs more than running it */
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	rc = SPI_execute_plan(plans[on_conflict], values, NULL, false, 0);
+	AtEOXact_GUC(true, nestlevel);
+	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "evpipe: inserting the batch failed");
 
 	/* mark what was written */

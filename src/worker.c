@@ -1509,6 +1509,8 @@ claim_and_start(void)
 		Datum		values[6];
 		int			nestlevel;
 		int			rc;
+		static const char *const claim_plan_off[] = {
+			"enable_hashjoin", "enable_mergejoin", "enable_seqscan", "enable_bitmapscan"};
 
 		if (plan == NULL)
 		{
@@ -1567,17 +1569,17 @@ claim_and_start(void)
 		values[4] = Int32GetDatum(MyProcPid);
 		values[5] = PointerGetDatum(construct_array(fifos, n, BOOLOID, 1, true, TYPALIGN_CHAR));
 		/*
-		 * Nested loops only, for this statement: the planner cannot know how
-		 * many rows "LIMIT d.lim" takes and guesses a tenth of the
-		 * destination's backlog, which with millions of rows pending made it
-		 * hash whole tables (the outbox, the events) for every claim. The
-		 * claim touches a few rows by index, whatever is pending.
+		 * Index scans and nested loops only, for this statement: the planner
+		 * cannot know how many rows "LIMIT d.lim" takes and guesses a tenth
+		 * of what the destination may hold, which with millions of rows
+		 * pending (for any destination) made it hash whole tables, or scan
+		 * and sort the outbox, on every claim. The claim touches a few rows
+		 * by index, whatever is pending.
 		 */
 		nestlevel = NewGUCNestLevel();
-		(void) set_config_option("enable_hashjoin", "off", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-		(void) set_config_option("enable_mergejoin", "off", PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
+		for (i = 0; i < lengthof(claim_plan_off); i++)
+			(void) set_config_option(claim_plan_off[i], "off", PGC_USERSET, PGC_S_SESSION,
+									 GUC_ACTION_SAVE, true, 0, false);
 		rc = SPI_execute_plan(plan, values, NULL, false, 0);
 		AtEOXact_GUC(true, nestlevel);
 		if (rc != SPI_OK_SELECT)
@@ -1926,6 +1928,13 @@ evpipe_worker_main(Datum arg)
 	 * with its outcome. Producers' commits are untouched.
 	 */
 	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * No JIT: the worker's statements touch a few rows by index, but their
+	 * cost estimates can be huge (millions of rows pending), and compiling
+	 * them cost ~450 ms per claim.
+	 */
+	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	pg_atomic_write_u32(&evpipe_shared->workers[index].pgprocno,
 						MyProc->pgprocno + 1);
