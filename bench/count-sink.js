@@ -8,6 +8,7 @@
 // POST /_reset.
 'use strict';
 const http = require('node:http');
+const { serveLoopback } = require('../test/peers/serve');
 const { performance } = require('node:perf_hooks');
 
 const args = process.argv.slice(2);
@@ -42,10 +43,4 @@ const server = http.createServer((req, res) => {
     res.end('{"ok":true}');
   });
 });
-server.keepAliveTimeout = 65000;
-server.headersTimeout = 66000;
-server.requestTimeout = 0;
-server.listen(port, '127.0.0.1', () => {
-  process.stdout.write(JSON.stringify({ ready: true, port: server.address().port }) + '\n');
-});
-process.on('SIGTERM', () => { server.closeAllConnections(); server.close(() => process.exit(0)); });
+serveLoopback(server, port);

@@ -26,6 +26,8 @@ SELECT evpipe.ingest('{"eventId": "uni", "eventType": "ANY", "source": "s", "pay
 SELECT event->'payload'->>'a' FROM evpipe.events WHERE event_id = 'uni';
 -- Unicode in a member name that is not allowed: the message quotes it safely
 SELECT try_ingest(ev('u2', 'ANY', '{}') || jsonb_build_object(E'bad\nname', 1));
+-- a long unknown member is cut (whole UTF-8 characters) in the message and the path
+SELECT try_ingest(ev('u3', 'ANY', '{}') || jsonb_build_object(repeat('é', 40), 1));
 -- numbers at the limits
 SELECT evpipe.ingest(ev('num', 'ANY', '{"big": 1e308, "small": -1e-308, "long": 123456789012345678901234567890}'))->>'status';
 SELECT (event->'payload'->>'big')::float8 AS big, (event->'payload'->>'small')::float8 AS small,

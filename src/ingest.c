@@ -432,13 +432,26 @@ type_schema(EpTypeEntry *t)
 	return t->compiled;
 }
 
+/*
+ * A member name for a message: in quotes, JSON-escaped as in paths (an
+ * operator may map any name), and cut as paths cut it.
+ */
+static char *
+quoted_name(const char *name)
+{
+	char		buf[EP_PATH_NAME_MAX * 6 + 8];
+
+	ep_json_excerpt(buf, sizeof(buf), name, strlen(name), EP_PATH_NAME_MAX);
+	return psprintf("\"%s\"", buf);
+}
+
 /* A jsonb string member as a C string, or a rejection naming its path. */
 static char *
 string_member(JsonbValue *v, const char *path, const char *name)
 {
 	if (v->type != jbvString)
 		reject(ERRCODE_INVALID_PARAMETER_VALUE, path, "type", NULL, NULL,
-			   "member \"%s\" must be a string", name);
+			   "member %s must be a string", quoted_name(name));
 	return pnstrdup(v->val.string.val, v->val.string.len);
 }
 
@@ -583,8 +596,8 @@ normalise_mapped(Jsonb *raw, EpSourceEntry *src, EpEvent *ev)
 	idv = evpipe_jsonb_get(&raw->root, src->id_field);
 	if (idv == NULL)
 		reject(ERRCODE_SQL_JSON_MEMBER_NOT_FOUND, idpath, "required", NULL,
-			   NULL, "member \"%s\" (the eventId of source \"%s\") is missing",
-			   src->id_field, src->source);
+			   NULL, "member %s (the eventId of source \"%s\") is missing",
+			   quoted_name(src->id_field), src->source);
 	/* a string, or an integer as numeric_out writes it (never longer) */
 	if (idv->type == jbvNumeric)
 	{
@@ -608,14 +621,15 @@ normalise_mapped(Jsonb *raw, EpSourceEntry *src, EpEvent *ev)
 	}
 	if (idlen < 0)
 		reject(ERRCODE_INVALID_PARAMETER_VALUE, idpath, "type", NULL, NULL,
-			   "member \"%s\" must be a string or an integer", src->id_field);
+			   "member %s must be a string or an integer",
+			   quoted_name(src->id_field));
 	current_event_id = id;
 
 	tsv = evpipe_jsonb_get(&raw->root, src->ts_field);
 	if (tsv == NULL)
 		reject(ERRCODE_SQL_JSON_MEMBER_NOT_FOUND, tspath, "required", NULL,
-			   NULL, "member \"%s\" (the timestamp of source \"%s\") is missing",
-			   src->ts_field, src->source);
+			   NULL, "member %s (the timestamp of source \"%s\") is missing",
+			   quoted_name(src->ts_field), src->source);
 	ts = string_member(tsv, tspath, src->ts_field);
 
 	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
@@ -812,21 +826,14 @@ prepare_event(Jsonb *raw, const char *source_arg, Oid caller, EpEvent *ev)
 		}
 		if (!known)
 		{
-			StringInfoData quoted;
-			char	   *name;
-			int			len = Min(k.val.string.len, 64);
+			char	   *name = pnstrdup(k.val.string.val, k.val.string.len);
+			char		seg[EP_ERR_PATH_LEN];
 
-			/* quote the name as JSON, not cutting a UTF-8 sequence */
-			while (len > 0 && len < k.val.string.len &&
-				   ((unsigned char) k.val.string.val[len] & 0xC0) == 0x80)
-				len--;
-			name = pnstrdup(k.val.string.val, len);
-			initStringInfo(&quoted);
-			escape_json(&quoted, name);
-			reject(ERRCODE_INVALID_PARAMETER_VALUE, psprintf("$[%s]", quoted.data),
+			ep_path_member(seg, sizeof(seg), name, EP_PATH_NAME_MAX);
+			reject(ERRCODE_INVALID_PARAMETER_VALUE, psprintf("$%s", seg),
 				   "additionalProperties", NULL,
 				   "Envelope members are eventId, eventType, source, payload, timestamp, correlationId, priority and traceparent.",
-				   "unknown member %s in event", quoted.data);
+				   "unknown member %s in event", quoted_name(name));
 		}
 	}
 	for (i = 0; i < 5; i++)

@@ -128,17 +128,27 @@ copy_str(char *dst, size_t n, const char *src)
 	dst[len] = '\0';
 }
 
-/* Append to a path buffer, truncating safely; returns the old length. */
+/*
+ * Append a segment to a path buffer; returns the old length for path_pop.
+ * A segment is appended whole or not at all: where it does not fit, the path
+ * ends with "..." (room for it is always kept) and nothing more is appended
+ * below it, so a long path is cut between segments, never inside one.
+ */
 static size_t
 path_push(char *path, size_t *pathlen, const char *seg)
 {
 	size_t		old = *pathlen;
 	size_t		len = strlen(seg);
 
-	if (*pathlen + len >= EP_ERR_PATH_LEN)
-		len = EP_ERR_PATH_LEN - 1 - *pathlen;
-	memcpy(path + *pathlen, seg, len);
-	*pathlen += len;
+	if (old >= 3 && memcmp(path + old - 3, "...", 3) == 0)
+		return old;				/* already cut */
+	if (old + len + 3 >= EP_ERR_PATH_LEN)
+	{
+		seg = "...";
+		len = 3;
+	}
+	memcpy(path + old, seg, len);
+	*pathlen = old + len;
 	path[*pathlen] = '\0';
 	return old;
 }

@@ -9,6 +9,7 @@
 'use strict';
 const { maxPerSecond } = require('./window');
 const http = require('node:http');
+const { serveLoopback } = require('./serve');
 const { performance } = require('node:perf_hooks');
 const { createYoga, createSchema } = require('graphql-yoga');
 const { GraphQLError, GraphQLScalarType } = require('graphql');
@@ -118,8 +119,4 @@ const server = http.createServer((req, res) => {
   accepted.push(t);
   yoga(req, res);
 });
-server.keepAliveTimeout = 65000;
-server.listen(port, '127.0.0.1', () => {
-  process.stdout.write(JSON.stringify({ ready: true, port: server.address().port }) + '\n');
-});
-process.on('SIGTERM', () => { server.closeAllConnections(); server.close(() => process.exit(0)); });
+serveLoopback(server, port);

@@ -7,6 +7,7 @@
 // hangMs, delayMs, body}, GET /_control/stats.
 'use strict';
 const { maxPerSecond } = require('./window');
+const { serveLoopback } = require('./serve');
 const http = require('node:http');
 const https = require('node:https');
 const fs = require('node:fs');
@@ -127,10 +128,4 @@ const handler = (req, res) => {
   });
 };
 const server = tls ? https.createServer(tls, handler) : http.createServer(handler);
-server.keepAliveTimeout = 65000;
-server.headersTimeout = 66000;
-server.requestTimeout = 0;
-server.listen(port, '127.0.0.1', () => {
-  process.stdout.write(JSON.stringify({ ready: true, port: server.address().port }) + '\n');
-});
-process.on('SIGTERM', () => { server.closeAllConnections(); server.close(() => process.exit(0)); });
+serveLoopback(server, port);

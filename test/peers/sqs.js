@@ -9,6 +9,7 @@
 //   GET /_control/log, POST /_control/reset
 'use strict';
 const http = require('node:http');
+const { serveLoopback } = require('./serve');
 const crypto = require('node:crypto');
 const { createSqsServer } = require('local-aws-sqs');
 
@@ -165,10 +166,6 @@ async function main() {
       forward(innerPort, req, body, res);
     });
   });
-  server.keepAliveTimeout = 65000;
-  server.listen(port, '127.0.0.1', () => {
-    process.stdout.write(JSON.stringify({ ready: true, port: server.address().port, innerPort }) + '\n');
-  });
-  process.on('SIGTERM', () => { server.closeAllConnections(); server.close(); inner.close(); process.exit(0); });
+  serveLoopback(server, port, { extra: { innerPort }, onStop: () => inner.close() });
 }
 main().catch((e) => { console.error(e); process.exit(1); });

@@ -179,6 +179,55 @@ main(void)
 		json_object_put(s);
 		json_object_put(i);
 	}
+	/* a path longer than the buffer is cut between segments, marked "..." */
+	{
+		static char sch[4096];
+		static char ins[4096];
+		char		want[EP_ERR_PATH_LEN];
+		char		name[41];
+		struct json_object *s;
+		struct json_object *i;
+		EpSchema   *c;
+
+		memset(name, 'n', 40);
+		name[40] = '\0';
+		strcpy(sch, "");
+		strcpy(ins, "");
+		strcpy(want, "$");
+		for (k = 0; k < 8; k++)
+		{
+			name[0] = (char) ('a' + k);
+			strcat(sch, "{\"properties\":{\"");
+			strcat(sch, name);
+			strcat(sch, "\":");
+			strcat(ins, "{\"");
+			strcat(ins, name);
+			strcat(ins, "\":");
+			if (k < 6)
+			{
+				strcat(want, ".");
+				strcat(want, name);
+			}
+		}
+		strcat(want, "...");
+		strcat(sch, "{\"type\":\"string\"}");
+		strcat(ins, "1");
+		for (k = 0; k < 8; k++)
+		{
+			strcat(sch, "}}");
+			strcat(ins, "}");
+		}
+		s = parse(sch);
+		i = parse(ins);
+		c = s ? ep_schema_compile(s, 64, &err) : NULL;
+		CHECK(c && i && !ep_schema_validate(c, i, "$", 64, &err) &&
+			  strcmp(err.rule, "type") == 0 && strcmp(err.path, want) == 0,
+			  "a long path is cut between segments and ends with ...");
+		if (c)
+			ep_schema_free(c);
+		json_object_put(s);
+		json_object_put(i);
+	}
 	CHECK(ep_format_valid("uuid", "6F1C2A4E-8B9D-4E2F-A1B3-C5D7E9F0A2B4", 36), "uuid is case-insensitive");
 	CHECK(!ep_format_valid("nope", "x", 1), "unknown format is invalid");
 	return unit_done();
