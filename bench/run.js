@@ -1014,6 +1014,16 @@ function merge(dir) {
   const other = JSON.parse(fs.readFileSync(path.join(path.resolve(dir), 'results.json'), 'utf8'));
   const keys = Object.keys(other.sections);
   if (!keys.length) throw new Error(`${dir}/results.json has no items`);
+  // a knob has one value on the page: refuse to merge a run whose items used another value
+  // of a knob that items staying from this page's run used too
+  for (const k of keys) {
+    for (const knob of KNOBS[k] || []) {
+      const users = Object.keys(R.sections).filter((j) => !keys.includes(j) && (KNOBS[j] || []).includes(knob));
+      if (users.length && other.env[knob] !== R.env[knob]) {
+        throw new Error(`cannot merge: item ${k} ran with ${knob}=${other.env[knob]}, item ${users.join(', ')} with ${R.env[knob]}`);
+      }
+    }
+  }
   R.merged = (R.merged || []).filter((m) => !m.items.some((k) => keys.includes(k)));
   for (const k of keys) {
     R.sections[k] = other.sections[k];

@@ -11,6 +11,7 @@
 #include "access/xact.h"
 #include "access/htup_details.h"
 #include "commands/trigger.h"
+#include "executor/spi.h"
 #include "funcapi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -115,6 +116,27 @@ bool
 evpipe_is_preloaded(void)
 {
 	return preloaded && evpipe_shared != NULL;
+}
+
+/*
+ * Run a kept SPI plan (read-write, every row) with the named boolean
+ * settings off for that statement only (planner switches, jit); they are
+ * restored after it, and by the (sub)transaction's abort if it fails.
+ */
+int
+evpipe_execute_plan_with_off(SPIPlanPtr plan, Datum *values, const char *nulls,
+							 const char *const *settings, int nsettings)
+{
+	int			nestlevel = NewGUCNestLevel();
+	int			rc;
+	int			i;
+
+	for (i = 0; i < nsettings; i++)
+		(void) set_config_option(settings[i], "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	rc = SPI_execute_plan(plan, values, nulls, false, 0);
+	AtEOXact_GUC(true, nestlevel);
+	return rc;
 }
 
 /*

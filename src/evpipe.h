@@ -62,6 +62,11 @@ extern void evpipe_request_wake(void);
 extern void evpipe_wake_workers_now(void);
 extern void evpipe_wake_one_worker(int except);
 extern bool evpipe_is_preloaded(void);
+struct _SPI_plan;
+extern int	evpipe_execute_plan_with_off(struct _SPI_plan *plan, Datum *values,
+										 const char *nulls,
+										 const char *const *settings,
+										 int nsettings);
 
 /* ingest.c */
 extern void evpipe_config_invalidate(void);

@@ -1598,8 +1598,8 @@ batch_insert(BatchEvent *evs, int n, Oid caller, bool on_conflict)
 	int			i;
 	uint64		r;
 	HTAB	   *written;
-	int			nestlevel;
 	int			rc;
+	static const char *const no_jit[] = {"jit"};
 
 	for (i = 0; i < n; i++)
 	{
@@ -1675,11 +1675,8 @@ batch_insert(BatchEvent *evs, int n, Oid caller, bool on_conflict)
 	values[11] = text_array(out_dests);
 
 	/* no JIT: compiling the statement costs more than running it */
-	nestlevel = NewGUCNestLevel();
-	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	rc = SPI_execute_plan(plans[on_conflict], values, NULL, false, 0);
-	AtEOXact_GUC(true, nestlevel);
+	rc = evpipe_execute_plan_with_off(plans[on_conflict], values, NULL,
+									  no_jit, lengthof(no_jit));
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "evpipe: inserting the batch failed");
 

@@ -1507,7 +1507,6 @@ claim_and_start(void)
 	if (n > 0)
 	{
 		Datum		values[6];
-		int			nestlevel;
 		int			rc;
 		static const char *const claim_plan_off[] = {
 			"enable_hashjoin", "enable_mergejoin", "enable_seqscan", "enable_bitmapscan"};
@@ -1580,12 +1579,8 @@ claim_and_start(void)
 		 * and sort the outbox, on every claim. The claim touches a few rows
 		 * by index, whatever is pending.
 		 */
-		nestlevel = NewGUCNestLevel();
-		for (i = 0; i < lengthof(claim_plan_off); i++)
-			(void) set_config_option(claim_plan_off[i], "off", PGC_USERSET, PGC_S_SESSION,
-									 GUC_ACTION_SAVE, true, 0, false);
-		rc = SPI_execute_plan(plan, values, NULL, false, 0);
-		AtEOXact_GUC(true, nestlevel);
+		rc = evpipe_execute_plan_with_off(plan, values, NULL, claim_plan_off,
+										  lengthof(claim_plan_off));
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "evpipe: claiming outbox rows failed");
 
