@@ -774,7 +774,7 @@ start_request(DestConfig *d, const DeliveryKind *kind, DeliveryRequest *r,
 		return;
 	}
 	/* (no "Expect:" here: curl 7.88's SigV4 signs it and then drops it) */
-	ok = ok && ep_curl_header(r, "User-Agent: evpipe/0.1.0");
+	ok = ok && ep_curl_header(r, "User-Agent: evpipe/0.2.0");
 	SETOPT(r->easy, CURLOPT_POST, 1L);
 	SETOPT(r->easy, CURLOPT_POSTFIELDS, r->body);
 	SETOPT(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) r->body_len);

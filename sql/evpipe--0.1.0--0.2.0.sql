@@ -1,0 +1,108 @@
+-- evpipe 0.1.0 -> 0.2.0 (ALTER EXTENSION evpipe UPDATE). Every change here is also in evpipe--0.2.0.sql;
+-- test/e2e/lifecycle.test.js proves an upgraded database's schema equals a fresh 0.2.0 install.
+\echo Use "ALTER EXTENSION evpipe UPDATE" to load this file. \quit
+
+-- destination keys breaker_window_ms and max_age_ms (the circuit breaker and retries bounded in time)
+-- Validate a destination config for its kind; raise 22023 naming the key.
+CREATE OR REPLACE FUNCTION evpipe._check_destination(kind text, config jsonb)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	common text[] := ARRAY['max_attempts', 'timeout_ms', 'backoff_base_ms', 'backoff_max_ms',
+		'rate_limit_per_sec', 'rate_limit_burst', 'enrich', 'max_in_flight', 'tls_verify', 'follow_redirects',
+		'breaker_threshold', 'breaker_max_open_ms', 'breaker_window_ms', 'max_age_ms'];
+	allowed text[];
+	k text;
+	v jsonb;
+	url text;
+BEGIN
+	IF kind IS NULL OR kind NOT IN ('http', 'sqs', 'graphql', 'function') THEN
+		RAISE EXCEPTION 'unknown destination kind %', pg_catalog.quote_nullable(kind) USING ERRCODE = '22023',
+			HINT = 'Kinds are http, sqs, graphql and function.';
+	END IF;
+	IF config IS NULL OR pg_catalog.jsonb_typeof(config) <> 'object' THEN
+		RAISE EXCEPTION 'destination config must be a JSON object' USING ERRCODE = '22023';
+	END IF;
+	allowed := common || CASE kind
+		WHEN 'http' THEN ARRAY['url', 'headers', 'secret']
+		WHEN 'sqs' THEN ARRAY['queue_url', 'region', 'endpoint_url', 'access_key_id', 'secret_access_key',
+			'session_token', 'message_group_field']
+		WHEN 'graphql' THEN ARRAY['url', 'query', 'headers']
+		WHEN 'function' THEN ARRAY['function']
+	END;
+	FOR k, v IN SELECT * FROM pg_catalog.jsonb_each(config) LOOP
+		IF NOT (k = ANY (allowed)) THEN
+			RAISE EXCEPTION 'unknown key "%" in % destination config', k, kind USING ERRCODE = '22023',
+				DETAIL = pg_catalog.format('Allowed keys: %s.', pg_catalog.array_to_string(allowed, ', '));
+		END IF;
+		IF k IN ('max_attempts', 'timeout_ms', 'backoff_base_ms', 'backoff_max_ms', 'rate_limit_burst', 'max_in_flight',
+				'breaker_max_open_ms', 'breaker_window_ms', 'max_age_ms') THEN
+			IF pg_catalog.jsonb_typeof(v) <> 'number' OR v::text::numeric <> pg_catalog.trunc(v::text::numeric)
+				OR v::text::numeric < 1 OR v::text::numeric > 2147483647 THEN
+				RAISE EXCEPTION 'config key "%" must be a positive integer', k USING ERRCODE = '22023',
+					DETAIL = pg_catalog.format('Got %s.', v);
+			END IF;
+		ELSIF k = 'breaker_threshold' THEN
+			IF pg_catalog.jsonb_typeof(v) <> 'number' OR v::text::numeric <> pg_catalog.trunc(v::text::numeric)
+				OR v::text::numeric < 0 OR v::text::numeric > 1000000 THEN
+				RAISE EXCEPTION 'config key "breaker_threshold" must be an integer from 0 (off) to 1000000'
+					USING ERRCODE = '22023', DETAIL = pg_catalog.format('Got %s.', v);
+			END IF;
+		ELSIF k = 'rate_limit_per_sec' THEN
+			IF pg_catalog.jsonb_typeof(v) <> 'number' OR v::text::numeric <= 0 OR v::text::numeric > 1000000 THEN
+				RAISE EXCEPTION 'config key "rate_limit_per_sec" must be a number above 0 and at most 1000000'
+					USING ERRCODE = '22023', DETAIL = pg_catalog.format('Got %s.', v);
+			END IF;
+		ELSIF k IN ('enrich') THEN
+			IF pg_catalog.jsonb_typeof(v) <> 'object' THEN
+				RAISE EXCEPTION 'config key "enrich" must be a JSON object' USING ERRCODE = '22023';
+			END IF;
+		ELSIF k IN ('tls_verify', 'follow_redirects') THEN
+			IF pg_catalog.jsonb_typeof(v) <> 'boolean' THEN
+				RAISE EXCEPTION 'config key "%" must be a boolean', k USING ERRCODE = '22023';
+			END IF;
+		ELSIF k = 'headers' THEN
+			IF pg_catalog.jsonb_typeof(v) <> 'object' OR EXISTS (
+				SELECT 1 FROM pg_catalog.jsonb_each(v) h
+				WHERE pg_catalog.jsonb_typeof(h.value) <> 'string'
+					OR h.key !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]{1,128}$'
+					OR h.value #>> '{}' ~ '[\r\n\x01-\x08\x0b\x0c\x0e-\x1f]') THEN
+				RAISE EXCEPTION 'config key "headers" must be an object of header names to string values'
+					USING ERRCODE = '22023', DETAIL = 'Header names are HTTP tokens; values have no control characters.';
+			END IF;
+		ELSE
+			IF pg_catalog.jsonb_typeof(v) <> 'string' OR v #>> '{}' = '' THEN
+				RAISE EXCEPTION 'config key "%" must be a non-empty string', k USING ERRCODE = '22023';
+			END IF;
+		END IF;
+	END LOOP;
+	IF (config ? 'backoff_base_ms') AND (config ? 'backoff_max_ms')
+		AND (config ->> 'backoff_base_ms')::numeric > (config ->> 'backoff_max_ms')::numeric THEN
+		RAISE EXCEPTION 'backoff_base_ms must not exceed backoff_max_ms' USING ERRCODE = '22023';
+	END IF;
+	-- required keys and URLs
+	FOREACH k IN ARRAY CASE kind WHEN 'http' THEN ARRAY['url'] WHEN 'sqs' THEN ARRAY['queue_url', 'region']
+		WHEN 'graphql' THEN ARRAY['url', 'query'] ELSE ARRAY['function'] END LOOP
+		IF NOT config ? k THEN
+			RAISE EXCEPTION 'missing config key "%" for % destination', k, kind USING ERRCODE = '22023';
+		END IF;
+	END LOOP;
+	FOREACH k IN ARRAY ARRAY['url', 'queue_url', 'endpoint_url'] LOOP
+		url := config ->> k;
+		IF url IS NOT NULL AND url !~* '^https?://[^/?#\s@]+(/[^\s]*)?$' THEN
+			RAISE EXCEPTION 'config key "%" must be an http or https URL', k USING ERRCODE = '22023',
+				DETAIL = pg_catalog.format('Got %s.', url);
+		END IF;
+	END LOOP;
+	IF kind = 'sqs' AND (config ? 'access_key_id') <> (config ? 'secret_access_key') THEN
+		RAISE EXCEPTION 'access_key_id and secret_access_key go together' USING ERRCODE = '22023';
+	END IF;
+	IF kind = 'sqs' AND config ->> 'region' !~ '^[a-z0-9-]{1,32}$' THEN
+		RAISE EXCEPTION 'config key "region" must be an AWS region name such as us-east-1' USING ERRCODE = '22023';
+	END IF;
+	IF kind = 'function' THEN
+		PERFORM evpipe._resolve_handler(config ->> 'function');
+	END IF;
+END
+$$;
