@@ -37,6 +37,8 @@ typedef struct DestConfig
 	int			breaker_threshold;	/* transient failures in a row that open
 									 * the circuit; 0: never */
 	int			breaker_max_open_ms;
+	int			breaker_window_ms;	/* how long failures must last to open it */
+	int			max_age_ms;		/* rows ingested longer ago dead-letter */
 	int			max_in_flight;	/* per worker */
 	double		rate_limit;		/* per second, 0 = none */
 	int			rate_burst;
@@ -85,7 +87,9 @@ typedef enum OutcomeKind
 	OUTCOME_DELIVERED,
 	OUTCOME_RETRY,				/* transient: retry after backoff */
 	OUTCOME_DEAD,				/* permanent, or attempts exhausted */
-	OUTCOME_RELEASE				/* not attempted: give the row back */
+	OUTCOME_RELEASE,			/* not attempted: give the row back */
+	OUTCOME_EXPIRED				/* claimed past max_age_ms: dead letter,
+								 * this attempt not made nor counted */
 } OutcomeKind;
 
 /* What happened to one item; classify() fills these. */
@@ -93,6 +97,7 @@ typedef struct ItemResult
 {
 	bool		ok;
 	bool		permanent;		/* failure that retrying cannot fix */
+	bool		unreachable;	/* the target could not be reached at all */
 	int			status;			/* HTTP status, 0 if none */
 	char		error[512];		/* short description, never a secret */
 } ItemResult;

@@ -10,12 +10,22 @@
  *	  ahead of now. Unlike a bucket that refills a whole second at once, this
  *	  never lets two windows' worth through at a window's edge.
  *
- *	  The circuit breaker stops a destination that keeps failing from
- *	  being hammered by its whole backlog: after `threshold` transient
- *	  failures in a row it opens (no claims) for the destination's base
- *	  backoff, then lets one probe row through (half open). The probe's
- *	  success, or any success, closes it; its failure opens it again for
- *	  twice as long, up to a maximum. Rows wait without spending attempts.
+ *	  The circuit breaker stops a destination that is down from being
+ *	  hammered by its whole backlog, and keeps a long outage from using up
+ *	  every row's attempts. "Down" is decided from evidence over time, not
+ *	  from a count alone: a target that fails each event's first attempts
+ *	  and then accepts it is not down, it is flaky, and bounded retries are
+ *	  the answer to that. The circuit opens when the destination has had at
+ *	  least `threshold` transient failures in a row (no success between them,
+ *	  counted across all workers) and either
+ *	    - those failures span at least `window_ms` (every request failing for
+ *	      a sustained stretch), or
+ *	    - the last `threshold` of them could not reach the target at all
+ *	      (connection refused, DNS failure): no answer, nothing per event.
+ *	  Open, it lets no row be claimed for the destination's base backoff,
+ *	  then lets one probe row through (half open). The probe's success, or
+ *	  any success, closes it at once; its failure opens it again for twice
+ *	  as long, up to a maximum. Rows that wait spend no attempts.
  *
  *-------------------------------------------------------------------------
  */
@@ -44,6 +54,8 @@ typedef struct RateSlot
 	int64		bucket_count[RATE_WINDOW];
 	/* circuit breaker */
 	int			failures;		/* transient failures in a row */
+	int			unreachable;	/* of those, the last ones without an answer */
+	TimestampTz streak_start;	/* when the first of them was recorded */
 	int			circuit;		/* EP_CIRCUIT_* */
 	TimestampTz open_until;		/* open: when a probe may go */
 	int64		open_ms;		/* how long it opened last time */
@@ -117,6 +129,8 @@ ep_rate_slot(const char *name)
 		memset(s->bucket_sec, 0, sizeof(s->bucket_sec));
 		memset(s->bucket_count, 0, sizeof(s->bucket_count));
 		s->failures = 0;
+		s->unreachable = 0;
+		s->streak_start = 0;
 		s->circuit = EP_CIRCUIT_CLOSED;
 		s->open_until = 0;
 		s->open_ms = 0;
@@ -302,8 +316,8 @@ ep_breaker_unadmit(int slot)
 
 /* Record an answer (or its absence); see ratelimit.h. */
 int
-ep_breaker_record(int slot, bool failed, int threshold, long base_ms,
-				  long max_ms, long *open_ms)
+ep_breaker_record(int slot, bool failed, bool unreachable, int threshold,
+				  long window_ms, long base_ms, long max_ms, long *open_ms)
 {
 	RateSlot   *s;
 	TimestampTz now = GetCurrentTimestamp();
@@ -317,6 +331,8 @@ ep_breaker_record(int slot, bool failed, int threshold, long base_ms,
 	if (!failed)
 	{
 		s->failures = 0;
+		s->unreachable = 0;
+		s->streak_start = 0;
 		if (s->circuit != EP_CIRCUIT_CLOSED)
 		{
 			s->circuit = EP_CIRCUIT_CLOSED;
@@ -327,14 +343,25 @@ ep_breaker_record(int slot, bool failed, int threshold, long base_ms,
 	}
 	else
 	{
+		bool		down;
+
+		if (s->failures == 0)
+			s->streak_start = now;
 		if (s->failures < INT_MAX)
 			s->failures++;
+		if (!unreachable)
+			s->unreachable = 0;
+		else if (s->unreachable < INT_MAX)
+			s->unreachable++;
+		down = s->failures >= threshold &&
+			(s->unreachable >= threshold ||
+			 now - s->streak_start >= (int64) window_ms * 1000);
 		if (s->circuit == EP_CIRCUIT_HALF_OPEN ||
-			(s->circuit == EP_CIRCUIT_CLOSED && s->failures >= threshold))
+			(s->circuit == EP_CIRCUIT_CLOSED && down))
 		{
 			s->open_ms = s->circuit == EP_CIRCUIT_HALF_OPEN
 				? Min(Max(s->open_ms, 1) * 2, (int64) max_ms)
-				: Min((int64) base_ms, (int64) max_ms);
+				: Min((int64) Max(base_ms, 1), (int64) max_ms);
 			s->circuit = EP_CIRCUIT_OPEN;
 			s->open_until = now + s->open_ms * 1000;
 			s->probe_at = 0;

@@ -56,12 +56,16 @@ extern void ep_breaker_unadmit(int slot);
 
 /*
  * Record an attempt's end: failed means a transient failure (the target
- * did not answer, or answered 5xx/408). Returns EP_CIRCUIT_OPEN when this
- * opened the circuit (*open_ms: for how long), EP_CIRCUIT_CLOSED when it
- * closed it, else EP_CIRCUIT_NO_CHANGE. threshold <= 0 disables.
+ * did not answer, or answered 5xx/408); unreachable, that it could not be
+ * reached at all (connection refused, DNS). The circuit opens after
+ * `threshold` failures in a row that span window_ms, or whose last
+ * `threshold` were unreachable (see ratelimit.c). Returns EP_CIRCUIT_OPEN
+ * when this opened the circuit (*open_ms: for how long), EP_CIRCUIT_CLOSED
+ * when it closed it, else EP_CIRCUIT_NO_CHANGE. threshold <= 0 disables.
  */
-extern int	ep_breaker_record(int slot, bool failed, int threshold,
-							  long base_ms, long max_ms, long *open_ms);
+extern int	ep_breaker_record(int slot, bool failed, bool unreachable,
+							  int threshold, long window_ms, long base_ms,
+							  long max_ms, long *open_ms);
 
 /* Whether the circuit lets no claim through now (open, or a probe out). */
 extern bool ep_breaker_blocked(int slot);

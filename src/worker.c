@@ -53,6 +53,13 @@
 
 #define MAX_SOCKETS 1024
 
+/* destination defaults: see README, "Failure taxonomy" */
+#define EP_BREAKER_WINDOW_MS 5000
+#define EP_MAX_AGE_MS (24 * 3600 * 1000)	/* AWS EventBridge's bound */
+
+/* rows moved to the dead-letter table per expiry transaction */
+#define EXPIRE_BATCH 1000
+
 /* after new work, how long a worker looks again without being woken */
 #define LINGER_MS 2
 
@@ -107,6 +114,7 @@ static struct
 	TimestampTz last_claim;
 	TimestampTz linger_until;	/* wait briefly, unannounced, until then */
 	TimestampTz last_maintenance;
+	TimestampTz last_expiry;		/* last max_age_ms sweep (worker 0) */
 	ResourceOwner owner;		/* for resources used between transactions */
 	uint64		delivered_total;
 } W;
@@ -339,6 +347,8 @@ load_destinations(void)
 			d->backoff_max_ms = d->backoff_base_ms;
 		d->breaker_threshold = config_int(cfg, "breaker_threshold", 5);
 		d->breaker_max_open_ms = config_int(cfg, "breaker_max_open_ms", 60000);
+		d->breaker_window_ms = config_int(cfg, "breaker_window_ms", EP_BREAKER_WINDOW_MS);
+		d->max_age_ms = config_int(cfg, "max_age_ms", EP_MAX_AGE_MS);
 		d->max_in_flight = config_int(cfg, "max_in_flight",
 									  Max(1, evpipe_max_in_flight / 2));
 		d->rate_limit = config_double(cfg, "rate_limit_per_sec", 0);
@@ -449,7 +459,8 @@ breaker_record(DestConfig *d, bool failed, ItemResult *res)
 {
 	long		open_ms;
 
-	switch (ep_breaker_record(d->slot, failed, d->breaker_threshold,
+	switch (ep_breaker_record(d->slot, failed, res->unreachable,
+							  d->breaker_threshold, d->breaker_window_ms,
 							  d->backoff_base_ms, d->breaker_max_open_ms, &open_ms))
 	{
 		case EP_CIRCUIT_OPEN:
@@ -468,6 +479,27 @@ breaker_record(DestConfig *d, bool failed, ItemResult *res)
 	}
 }
 
+/* The wait before an item's next attempt: backoff, or Retry-After if longer. */
+static long
+retry_delay(DestConfig *d, DeliveryItem *item, long retry_after_ms)
+{
+	long		delay = backoff_ms(d, item->attempts);
+
+	return retry_after_ms > delay ? retry_after_ms : delay;
+}
+
+/* Whether an item's next attempt would come after its max_age_ms. */
+static bool
+retry_too_late(DestConfig *d, DeliveryItem *item, long delay_ms)
+{
+	TimestampTz next_at;
+
+	if (d->max_age_ms <= 0 || item->created_us == 0)
+		return false;
+	next_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay_ms);
+	return next_at - item->created_us > (int64) d->max_age_ms * 1000;
+}
+
 /*
  * Turn one item's result into an outcome: success, a retry after backoff
  * (or Retry-After), or a dead letter when permanent or out of attempts.
@@ -478,6 +510,7 @@ settle_item(DestConfig *d, DeliveryItem *item, ItemResult *res,
 {
 	const char *name = d ? d->name : "?";
 	int			max_attempts = d ? d->max_attempts : 1;
+	long		delay = d ? retry_delay(d, item, retry_after_ms) : 0;
 
 	if (d != NULL && !(res->status == 429 && retry_after_ms > 0))
 		breaker_record(d, !res->ok && !res->permanent, res);
@@ -509,14 +542,21 @@ settle_item(DestConfig *d, DeliveryItem *item, ItemResult *res,
 		add_outcome(item->outbox_id, item->attempts, OUTCOME_DEAD,
 					res->status, res->error, excerpt, 0, item->event_id, name);
 	}
+	else if (retry_too_late(d, item, delay))
+	{
+		char		error[sizeof(res->error) + 128];
+
+		snprintf(error, sizeof(error),
+				 "max_age_ms exceeded: no attempt is left within %d ms of ingest; last error: %s",
+				 d->max_age_ms, res->error);
+		ep_metric_add(EP_MK_DELIVERY, name, item->event_type, EP_M_DEAD, 1);
+		add_outcome(item->outbox_id, item->attempts, OUTCOME_DEAD,
+					res->status, error, excerpt, 0, item->event_id, name);
+	}
 	else
 	{
-		long		delay = backoff_ms(d, item->attempts);
-
 		ep_metric_add(EP_MK_DELIVERY, name, item->event_type, EP_M_RETRIED, 1);
 
-		if (retry_after_ms > delay)
-			delay = retry_after_ms;
 		add_outcome(item->outbox_id, item->attempts, OUTCOME_RETRY,
 					res->status, res->error, excerpt, delay, item->event_id,
 					name);
@@ -543,6 +583,7 @@ ep_result_set(ItemResult *res, bool ok, bool permanent, int status,
 
 	res->ok = ok;
 	res->permanent = permanent;
+	res->unreachable = false;
 	res->status = status;
 	res->error[0] = '\0';
 	if (fmt)
@@ -959,10 +1000,18 @@ collect_finished(void)
 									 rc == CURLE_URL_MALFORMAT ||
 									 rc == CURLE_TOO_MANY_REDIRECTS);
 
+			/* no answer at all: evidence about the target, not the event */
+			bool		unreachable = (rc == CURLE_COULDNT_CONNECT ||
+									   rc == CURLE_COULDNT_RESOLVE_HOST ||
+									   rc == CURLE_COULDNT_RESOLVE_PROXY);
+
 			for (i = 0; i < r->nitems; i++)
+			{
 				ep_result_set(&r->results[i], false, permanent, 0, "%s%s",
 							  rc == CURLE_OPERATION_TIMEDOUT ? "timeout: " : "",
 							  what);
+				r->results[i].unreachable = unreachable;
+			}
 		}
 
 		excerpt = response_excerpt(r);
@@ -1062,12 +1111,13 @@ emit_outcome_events(void)
 		Datum		values[6];
 		char		nulls[7] = "      ";
 
-		if (o->kind != OUTCOME_DELIVERED && o->kind != OUTCOME_DEAD)
+		if (o->kind != OUTCOME_DELIVERED && o->kind != OUTCOME_DEAD &&
+			o->kind != OUTCOME_EXPIRED)
 			continue;
 		values[0] = CStringGetTextDatum(o->event_id);
 		values[1] = CStringGetTextDatum(o->dest);
 		values[2] = BoolGetDatum(o->kind == OUTCOME_DELIVERED);
-		values[3] = Int32GetDatum(o->attempts);
+		values[3] = Int32GetDatum(o->kind == OUTCOME_EXPIRED ? o->attempts - 1 : o->attempts);
 		values[4] = Int32GetDatum(o->status);
 		nulls[4] = o->status ? ' ' : 'n';
 		values[5] = o->error ? CStringGetTextDatum(o->error) : (Datum) 0;
@@ -1105,7 +1155,7 @@ record_outcomes_in_tx(void)
 	ListCell   *lc;
 	int			i = 0;
 	uint64		r;
-	static const char *const kind_names[] = {"ok", "retry", "dead", "release"};
+	static const char *const kind_names[] = {"ok", "retry", "dead", "release", "expired"};
 
 	if (n == 0)
 		return;
@@ -1136,10 +1186,12 @@ record_outcomes_in_tx(void)
 						   " INSERT INTO evpipe.delivered (event_id, destination, attempts, created_at,"
 						   "  first_attempt_at, last_status)"
 						   " SELECT * FROM ok ON CONFLICT (event_id, destination) DO NOTHING RETURNING 1),"
+						   /* expired: the claim counted an attempt that was not made */
 						   " dead AS ("
-						   " DELETE FROM evpipe.outbox o USING mine m WHERE o.id = m.id AND m.outcome = 'dead'"
-						   " RETURNING o.event_id, o.destination, o.attempts, o.created_at, o.first_attempt_at,"
-						   "  m.status, m.error, m.excerpt),"
+						   " DELETE FROM evpipe.outbox o USING mine m WHERE o.id = m.id AND m.outcome IN ('dead', 'expired')"
+						   " RETURNING o.event_id, o.destination,"
+						   "  CASE m.outcome WHEN 'expired' THEN o.attempts - 1 ELSE o.attempts END,"
+						   "  o.created_at, o.first_attempt_at, m.status, m.error, m.excerpt),"
 						   " dead_ins AS ("
 						   " INSERT INTO evpipe.dead_letters AS x (event_id, event_type, source, destination,"
 						   "  attempts, created_at, first_attempt_at, last_attempt_at, last_status, last_error,"
@@ -1357,6 +1409,35 @@ fill_item(DeliveryItem *item, HeapTuple tup, TupleDesc desc)
 	item->created_us = DatumGetTimestampTz(SPI_getbinval(tup, desc, 13, &isnull));
 }
 
+/*
+ * A claimed row ingested longer ago than its destination's max_age_ms is
+ * not attempted: it gets an outcome that dead-letters it (the attempt the
+ * claim counted is taken back), with the previous attempt's error.
+ */
+static bool
+claim_expired(DestConfig *d, DeliveryItem *item, HeapTuple tup, TupleDesc desc)
+{
+	int64		age_us = GetCurrentTimestamp() - item->created_us;
+	bool		isnull;
+	Datum		status;
+	char	   *last_error;
+	char	   *error;
+
+	if (d->max_age_ms <= 0 || item->created_us == 0 ||
+		age_us <= (int64) d->max_age_ms * 1000)
+		return false;
+	status = SPI_getbinval(tup, desc, 14, &isnull);
+	last_error = SPI_getvalue(tup, desc, 15);
+	error = psprintf("max_age_ms exceeded: ingested " INT64_FORMAT " s ago, limit %d ms, not attempted again%s%s",
+					 age_us / USECS_PER_SEC, d->max_age_ms,
+					 last_error ? "; last error: " : "", last_error ? last_error : "");
+	ep_metric_add(EP_MK_DELIVERY, d->name, item->event_type, EP_M_DEAD, 1);
+	add_outcome(item->outbox_id, item->attempts, OUTCOME_EXPIRED,
+				isnull ? 0 : DatumGetInt32(status), error, NULL, 0,
+				item->event_id, d->name);
+	return true;
+}
+
 /* A new request for a destination, in its own memory context. */
 static DeliveryRequest *
 new_request(DestConfig *d, int nitems)
@@ -1452,6 +1533,8 @@ claim_and_start(void)
 	int			n = 0;
 	int			i;
 	uint64		r;
+	uint64		nclaimed;
+	SPITupleTable *tuptable;
 	MemoryContext loopcxt = CurrentMemoryContext;
 	TimestampTz claimed_at;
 
@@ -1548,7 +1631,8 @@ claim_and_start(void)
 							   "  first_attempt_at = COALESCE(o.first_attempt_at, pg_catalog.now()),"
 							   "  last_attempt_at = pg_catalog.now()"
 							   " FROM c WHERE o.id = c.id"
-							   " RETURNING o.id, o.event_id, o.destination, o.attempts, c.grp, o.created_at)"
+							   " RETURNING o.id, o.event_id, o.destination, o.attempts, c.grp, o.created_at,"
+							   "  o.last_status, o.last_error)"
 							   " SELECT u.id, u.event_id, u.destination, u.attempts,"
 							   "  (CASE WHEN dst.config ? 'enrich' THEN pg_catalog.jsonb_set(e.event, '{payload}',"
 							   "   (e.event -> 'payload') || (dst.config -> 'enrich')) ELSE e.event END)::text,"
@@ -1557,7 +1641,7 @@ claim_and_start(void)
 							   "  e.event_type, e.source, e.correlation_id, e.traceparent, e.event ->> 'timestamp',"
 							   "  CASE WHEN u.grp = '' THEN NULL ELSE"
 							   "   COALESCE(e.event #>> pg_catalog.string_to_array(u.grp, '.'), e.source) END,"
-							   "  u.created_at"
+							   "  u.created_at, u.last_status, u.last_error"
 							   " FROM u JOIN evpipe.events e ON e.event_id = u.event_id"
 							   " JOIN evpipe.destinations dst ON dst.name = u.destination"
 							   " ORDER BY u.destination, u.id",
@@ -1584,13 +1668,22 @@ claim_and_start(void)
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "evpipe: claiming outbox rows failed");
 
-		for (r = 0; r < SPI_processed; r++)
+		/*
+		 * Copy every claimed row out of SPI_tuptable first: a function
+		 * destination's handler runs SPI statements of its own, which
+		 * replace SPI_tuptable and SPI_processed (reading on after one
+		 * stranded the rest of the claim, leased, until the lease ran out).
+		 */
+		tuptable = SPI_tuptable;
+		nclaimed = SPI_processed;
+		for (r = 0; r < nclaimed; r++)
 		{
-			HeapTuple	tup = SPI_tuptable->vals[r];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
+			HeapTuple	tup = tuptable->vals[r];
+			TupleDesc	desc = tuptable->tupdesc;
 			char	   *dname = SPI_getvalue(tup, desc, 3);
 			ClaimPlan  *p = NULL;
 			DeliveryItem item;
+			MemoryContext old;
 
 			for (i = 0; i < n; i++)
 				if (strcmp(plans[i].dest->name, dname) == 0)
@@ -1600,15 +1693,24 @@ claim_and_start(void)
 			memset(&item, 0, sizeof(item));
 			fill_item(&item, tup, desc);
 			p->used++;
-			if (strcmp(p->dest->kind, "function") == 0)
-				call_function(p->dest, &item);
-			else
-			{
-				MemoryContext old = MemoryContextSwitchTo(loopcxt);
+			if (claim_expired(p->dest, &item, tup, desc))
+				continue;
+			old = MemoryContextSwitchTo(loopcxt);
+			p->items = lappend(p->items, item_copy(&item));
+			MemoryContextSwitchTo(old);
+		}
+		SPI_freetuptable(tuptable);
 
-				p->items = lappend(p->items, item_copy(&item));
-				MemoryContextSwitchTo(old);
-			}
+		/* function rows: delivered here, each in its own subtransaction */
+		for (i = 0; i < n; i++)
+		{
+			ListCell   *lc;
+
+			if (strcmp(plans[i].dest->kind, "function") != 0)
+				continue;
+			foreach(lc, plans[i].items)
+				call_function(plans[i].dest, lfirst(lc));
+			plans[i].items = NIL;
 		}
 		/* function outcomes commit with the claim */
 		record_outcomes_in_tx();
@@ -1715,6 +1817,122 @@ release_in_flight(void)
 	}
 	W.nactive = 0;
 	record_outcomes();
+}
+
+/*
+ * Dead-letter due rows older than their destination's max_age_ms that no
+ * claim takes (an open circuit, a paused destination hold them back, and
+ * waiting spends no attempt): lease them to this worker, then record them
+ * as dead letters through the outcome statement, a batch per short
+ * transaction. Returns how many rows expired. Worker 0 only.
+ */
+static uint64
+expire_held_rows(void)
+{
+	static SPIPlanPtr plan = NULL;
+	static const char *const plan_off[] = {
+		"enable_hashjoin", "enable_mergejoin", "enable_seqscan", "enable_bitmapscan"};
+	uint64		total = 0;
+	int			batches = 0;
+
+	while (W.dests_valid && W.ndests > 0 && batches++ < 20 && !got_sigterm)
+	{
+		Datum	   *names = palloc(sizeof(Datum) * W.ndests);
+		Datum	   *ages = palloc(sizeof(Datum) * W.ndests);
+		Datum		values[3];
+		uint64		n;
+		uint64		r;
+		int			i;
+		int			k = 0;
+
+		for (i = 0; i < W.ndests; i++)
+			if (W.dests[i].max_age_ms > 0)
+			{
+				names[k] = CStringGetTextDatum(W.dests[i].name);
+				ages[k++] = Int32GetDatum(W.dests[i].max_age_ms);
+			}
+		if (k == 0)
+			break;
+		begin_tx("evpipe: dead-lettering rows past max_age_ms");
+		if (plan == NULL)
+		{
+			Oid			types[3] = {TEXTARRAYOID, INT4ARRAYOID, INT4OID};
+
+			/* due rows by the claim index; leased rows are not due */
+			plan = SPI_prepare_cursor(
+							   "UPDATE evpipe.outbox o SET leased_by = $3,"
+							   "  lease_until = pg_catalog.now() + interval '1 minute',"
+							   "  next_attempt_at = pg_catalog.now() + interval '1 minute'"
+							   " FROM (SELECT x.id FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2))"
+							   "  AS d(name, max_age_ms)"
+							   "  CROSS JOIN LATERAL (SELECT o.id FROM evpipe.outbox o"
+							   "   WHERE o.destination = d.name AND o.next_attempt_at <= pg_catalog.now()"
+							   "    AND o.created_at < pg_catalog.now() - d.max_age_ms * interval '1 millisecond'"
+							   "   ORDER BY o.next_attempt_at, o.id LIMIT " CppAsString2(EXPIRE_BATCH)
+							   "   FOR UPDATE SKIP LOCKED) x) e"
+							   " WHERE o.id = e.id"
+							   " RETURNING o.id, o.attempts, o.event_id, o.destination, o.last_status, o.last_error,"
+							   "  (pg_catalog.date_part('epoch', pg_catalog.now() - o.created_at))::bigint,"
+							   "  (SELECT ev.event_type FROM evpipe.events ev WHERE ev.event_id = o.event_id)",
+							   3, types, CURSOR_OPT_GENERIC_PLAN);
+			if (plan == NULL || SPI_keepplan(plan) != 0)
+				elog(ERROR, "evpipe: could not prepare the expiry statement");
+		}
+		values[0] = PointerGetDatum(construct_array(names, k, TEXTOID, -1, false, TYPALIGN_INT));
+		values[1] = PointerGetDatum(construct_array(ages, k, INT4OID, 4, true, TYPALIGN_INT));
+		values[2] = Int32GetDatum(MyProcPid);
+		if (evpipe_execute_plan_with_off(plan, values, NULL, plan_off,
+										 lengthof(plan_off)) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "evpipe: dead-lettering expired rows failed");
+		n = SPI_processed;
+		for (r = 0; r < n; r++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			char	   *dest = SPI_getvalue(tup, desc, 4);
+			char	   *last_error = SPI_getvalue(tup, desc, 6);
+			char	   *event_type = SPI_getvalue(tup, desc, 8);
+			Datum		status = SPI_getbinval(tup, desc, 5, &isnull);
+			char	   *error;
+
+			error = psprintf("max_age_ms exceeded: ingested %s s ago, not delivered%s%s",
+							 SPI_getvalue(tup, desc, 7),
+							 last_error ? "; last error: " : " (never attempted)",
+							 last_error ? last_error : "");
+			if (event_type)
+				ep_metric_add(EP_MK_DELIVERY, dest, event_type, EP_M_DEAD, 1);
+			add_outcome(DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
+						DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull)),
+						OUTCOME_DEAD, isnull ? 0 : DatumGetInt32(status), error,
+						NULL, 0, SPI_getvalue(tup, desc, 3), dest);
+		}
+		/* the outcome statement runs SPI: only after the loop above */
+		record_outcomes_in_tx();
+		commit_tx();
+		total += n;
+		if (n > 0)
+			ereport(LOG,
+					(errmsg("evpipe event=rows_expired rows=" UINT64_FORMAT " reason=max_age_ms", n),
+					 errhidestmt(true)));
+		if (n < EXPIRE_BATCH)
+			break;
+		CHECK_FOR_INTERRUPTS();
+	}
+	return total;
+}
+
+/* How often worker 0 looks for expired rows: a tenth of the shortest max_age_ms, 1 s to 60 s. */
+static int64
+expiry_interval_us(void)
+{
+	int64		shortest = 60 * USECS_PER_SEC * 10;
+	int			i;
+
+	for (i = 0; i < W.ndests; i++)
+		if (W.dests[i].max_age_ms > 0)
+			shortest = Min(shortest, (int64) W.dests[i].max_age_ms * 1000);
+	return Min(60 * USECS_PER_SEC, Max(USECS_PER_SEC, shortest / 10));
 }
 
 /* Delete old delivered rows in small batches (worker 0 only). */
@@ -2029,6 +2247,12 @@ evpipe_worker_main(Datum arg)
 				}
 				else if (W.outcomes != NIL)
 					record_outcomes();
+				/* max_age_ms: every minute, or sooner for short ones */
+				if (index == 0 && now - W.last_expiry > expiry_interval_us())
+				{
+					W.last_expiry = now;
+					(void) expire_held_rows();
+				}
 				/* retention: every minute, or sooner for short retentions */
 				if (index == 0 && evpipe_delivered_retention_s > 0 &&
 					now - W.last_maintenance >

@@ -4,7 +4,10 @@
 //   node http-sink.js --port 0
 // Control API (JSON): GET /_control/requests[?path=/x], POST /_control/reset,
 // POST /_control/behavior {path, failTimes, failStatus, status, retryAfter,
-// hangMs, delayMs, body}, GET /_control/stats.
+// hangMs, delayMs, body, failEachTimes}, GET /_control/stats.
+// failEachTimes N: the first N requests of each event (its Idempotency-Key)
+// answer failStatus (default 503), later ones succeed: a target that fails
+// per event, not one that is down.
 'use strict';
 const { maxPerSecond } = require('./window');
 const { serveLoopback } = require('./serve');
@@ -54,7 +57,7 @@ async function control(req, res, url, body) {
   if (req.method === 'POST' && url.pathname === '/_control/behavior') {
     const b = JSON.parse(body || '{}');
     // hangMs applies to the injected failures when failTimes is given, else to every request
-    behaviors[b.path || '/'] = { ...b, hangAlways: b.failTimes === undefined };
+    behaviors[b.path || '/'] = { ...b, hangAlways: b.failTimes === undefined, seen: new Map() };
     return json(res, 200, { ok: true });
   }
   if (req.method === 'GET' && url.pathname === '/_control/stats') {
@@ -94,7 +97,13 @@ const handler = (req, res) => {
     const headers = { 'Content-Type': 'application/json' };
     if (b) {
       if (b.delayMs) await new Promise((r) => setTimeout(r, b.delayMs));
-      if (b.failTimes > 0) {
+      const key = req.headers['idempotency-key'];
+      const tries = b.failEachTimes > 0 && key ? (b.seen.get(key) || 0) + 1 : 0;
+      if (tries) b.seen.set(key, tries);
+      if (tries && tries <= b.failEachTimes) {
+        status = b.failStatus || 503;
+        answer = JSON.stringify({ error: `injected ${status} (attempt ${tries} of this event)` });
+      } else if (b.failTimes > 0) {
         b.failTimes--;
         if (b.hangMs) {
           rec.answeredStatus = 0;
