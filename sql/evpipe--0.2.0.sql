@@ -742,10 +742,11 @@ BEGIN
 			AND (replay_dead_letters.since IS NULL OR x.dead_at >= replay_dead_letters.since)
 			AND (replay_dead_letters.event_id IS NULL OR x.event_id = replay_dead_letters.event_id)
 			AND EXISTS (SELECT 1 FROM evpipe.destinations d WHERE d.name = x.destination)
-		RETURNING x.event_id, x.destination, x.created_at
+		RETURNING x.event_id, x.destination
 	), i AS (
-		INSERT INTO evpipe.outbox (event_id, destination, created_at)
-		SELECT m.event_id, m.destination, m.created_at FROM m
+		-- a fresh row: max_age_ms and delivery latency count from the replay
+		INSERT INTO evpipe.outbox (event_id, destination)
+		SELECT m.event_id, m.destination FROM m
 		ON CONFLICT (event_id, destination) DO NOTHING
 		RETURNING 1
 	)
@@ -1002,3 +1003,25 @@ GRANT EXECUTE ON FUNCTION
 	evpipe.pause_destination(text), evpipe.resume_destination(text),
 	evpipe.drain(text, interval), evpipe.health(), evpipe.metrics()
 	TO evpipe_admin;
+
+---------------------------------------------------------------------------
+-- Backup and restore (0.2.0): pg_dump dumps the rows of these tables and the
+-- positions of these sequences (an extension's own objects are otherwise
+-- recreated empty by CREATE EXTENSION). The built-in event types this script
+-- registers are left out, so a restore does not insert them twice.
+---------------------------------------------------------------------------
+
+SELECT pg_catalog.pg_extension_config_dump('evpipe.event_types',
+	$$WHERE NOT (event_type IN ('evpipe.delivery_succeeded', 'evpipe.delivery_failed') AND version = 1)$$);
+SELECT pg_catalog.pg_extension_config_dump('evpipe.sources', '');
+SELECT pg_catalog.pg_extension_config_dump('evpipe.source_roles', '');
+SELECT pg_catalog.pg_extension_config_dump('evpipe.source_limits', '');
+SELECT pg_catalog.pg_extension_config_dump('evpipe.destinations', '');
+SELECT pg_catalog.pg_extension_config_dump('evpipe.routes', '');
+SELECT pg_catalog.pg_extension_config_dump('evpipe.routes_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('evpipe.events', '');
+SELECT pg_catalog.pg_extension_config_dump('evpipe.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('evpipe.outbox_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('evpipe.delivered', '');
+SELECT pg_catalog.pg_extension_config_dump('evpipe.dead_letters', '');
+SELECT pg_catalog.pg_extension_config_dump('evpipe.dead_letters_id_seq', '');
