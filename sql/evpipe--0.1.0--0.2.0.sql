@@ -106,3 +106,25 @@ BEGIN
 	END IF;
 END
 $$;
+
+---------------------------------------------------------------------------
+-- Backup and restore (0.2.0): pg_dump dumps the rows of these tables and the
+-- positions of these sequences (an extension's own objects are otherwise
+-- recreated empty by CREATE EXTENSION). The built-in event types this script
+-- registers are left out, so a restore does not insert them twice.
+---------------------------------------------------------------------------
+
+SELECT pg_catalog.pg_extension_config_dump('evpipe.event_types',
+	$$WHERE NOT (event_type IN ('evpipe.delivery_succeeded', 'evpipe.delivery_failed') AND version = 1)$$);
+SELECT pg_catalog.pg_extension_config_dump('evpipe.sources', '');
+SELECT pg_catalog.pg_extension_config_dump('evpipe.source_roles', '');
+SELECT pg_catalog.pg_extension_config_dump('evpipe.source_limits', '');
+SELECT pg_catalog.pg_extension_config_dump('evpipe.destinations', '');
+SELECT pg_catalog.pg_extension_config_dump('evpipe.routes', '');
+SELECT pg_catalog.pg_extension_config_dump('evpipe.routes_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('evpipe.events', '');
+SELECT pg_catalog.pg_extension_config_dump('evpipe.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('evpipe.outbox_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('evpipe.delivered', '');
+SELECT pg_catalog.pg_extension_config_dump('evpipe.dead_letters', '');
+SELECT pg_catalog.pg_extension_config_dump('evpipe.dead_letters_id_seq', '');

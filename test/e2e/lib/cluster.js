@@ -1,5 +1,7 @@
 // A throwaway PostgreSQL 15 cluster for one test file: initdb into a temp
 // dir, start on a free 127.0.0.1 port with evpipe preloaded, stop by PID.
+// startCluster({standbyOf: primary}) starts a streaming standby of a running
+// cluster instead (pg_basebackup -R; c.promote() ends its recovery).
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -59,7 +61,12 @@ async function startCluster(opts = {}) {
   }
   const dataDir = path.join(dir, 'data');
   const logFile = path.join(dir, 'server.log');
-  if (Object.keys(PG_ENV).length === 0) {
+  if (opts.standbyOf) {
+    // a streaming standby of a running cluster: a base backup with -R (standby.signal and
+    // primary_conninfo); initdb's pg_hba.conf trusts replication from 127.0.0.1
+    asPostgres(`${BIN}/pg_basebackup`, ['-D', dataDir, '-h', '127.0.0.1', '-p', String(opts.standbyOf.port),
+      '-U', 'postgres', '-R', '-X', 'stream', '-c', 'fast', '--no-sync']);
+  } else if (Object.keys(PG_ENV).length === 0) {
     asPostgres(`${BIN}/initdb`, ['-D', dataDir, '-A', 'trust', '-U', 'postgres', '--no-sync']);
   } else {
     asPostgres('bash', ['-c', `${exportEnv(PG_ENV)}exec ${BIN}/initdb -D '${dataDir}' -A trust -U postgres --no-sync`]);
@@ -139,6 +146,8 @@ async function startCluster(opts = {}) {
     start();
     newPool();
   };
+  // end recovery of a standby (pg_ctl promote waits until it accepts writes)
+  c.promote = async () => { asPostgres(`${BIN}/pg_ctl`, ['-D', dataDir, '-w', '-t', '60', 'promote']); };
   c.reload = async () => { asPostgres(`${BIN}/pg_ctl`, ['-D', dataDir, 'reload']); };
   c.log = () => { try { return fs.readFileSync(logFile, 'utf8'); } catch (e) { return ''; } };
   c.stop = async () => {
@@ -154,11 +163,11 @@ async function startCluster(opts = {}) {
     if (!process.env.KEEP_TMP) fs.rmSync(dir, { recursive: true, force: true });
   };
 
-  if (!opts.noExtension) {
+  if (!opts.noExtension && !opts.standbyOf) {
     await c.waitFor('SELECT 1 AS ok', (r) => r.length === 1, 20000);
     await c.query('CREATE EXTENSION evpipe');
   }
   return c;
 }
 
-module.exports = { startCluster, freePort, sleep };
+module.exports = { startCluster, freePort, sleep, asPostgres, BIN };
