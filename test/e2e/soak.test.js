@@ -56,7 +56,8 @@ const BOUNDS = SECONDS >= 600
   : { growth: 2048 * KB, slope: 64 * KB, contexts: 256 * KB };
 const SANITIZED = /libasan/.test(process.env.EVPIPE_PG_ENV || '');
 const DESTS = ['ok', 'flaky', 'dead', 'exhaust', 'outage'];
-const OUTAGE = { every: 20, lasts: 5 }; // seconds: /outage answers 503 for 5 s of every 20
+// seconds: /outage answers 503 for 8 s of every 20 (longer than the breaker's default 5 s window)
+const OUTAGE = { every: 20, lasts: 8 };
 
 let pg;
 let sink;
@@ -98,7 +99,8 @@ const mb = (b) => `${(b / KB / KB).toFixed(2)} MB`;
 // The sink's answers, set again every second (second n of the run).
 async function behave(n = 0) {
   await sink.control('POST', '/_control/behavior', { path: '/ok', delayMs: 5 });
-  await sink.control('POST', '/_control/behavior', { path: '/flaky', failTimes: 5, failStatus: 500 });
+  // each event's first two attempts fail: set once, or every second would start the count again
+  if (n === 0 || n % 30 === 0) await sink.control('POST', '/_control/behavior', { path: '/flaky', failEachTimes: 2, failStatus: 500 });
   await sink.control('POST', '/_control/behavior', { path: '/dead', status: 400, body: '{"error":"bad event"}' });
   await sink.control('POST', '/_control/behavior', { path: '/exhaust', status: 503, body: '{"error":"try later"}' });
   await sink.control('POST', '/_control/behavior', n % OUTAGE.every < OUTAGE.lasts
@@ -128,15 +130,15 @@ before(async () => {
   const common = { backoff_base_ms: 50, backoff_max_ms: 400, timeout_ms: 5000 };
   const cfg = {
     ok: { max_attempts: 8 },
-    // 5xx for the first 5 requests of every second; no circuit breaker: once
-    // traffic thins out (a drain) every probe would be a first request and fail
-    flaky: { max_attempts: 30, breaker_threshold: 0 },
+    // every circuit breaker at its defaults
+    // 500, 500, 200 for each event: retried, never an outage (the breaker stays closed)
+    flaky: { max_attempts: 30 },
     dead: { max_attempts: 8 },     // 400: dead letter at once
-    // 503 always: dead letter after 3 attempts (the circuit breaker, which would
-    // hold these rows back while the target keeps failing, is off here)
-    exhaust: { max_attempts: 3, breaker_threshold: 0 },
-    // down 5 s of every 20: the breaker opens, probes, closes; waiting rows spend no attempts
-    outage: { max_attempts: 30, breaker_max_open_ms: 1000 },
+    // 503 always: dead letter after 3 attempts or, once the breaker holds the
+    // rows back (5 s of failures and no success), after max_age_ms
+    exhaust: { max_attempts: 3, max_age_ms: 4000 },
+    // down 8 s of every 20: the breaker opens, probes, closes; waiting rows spend no attempts
+    outage: { max_attempts: 100 },
   };
   for (const d of DESTS) {
     await pg.query('SELECT evpipe.create_destination($1, \'http\', $2::jsonb)',
@@ -256,7 +258,9 @@ test(`soak: ${SECONDS} s of steady traffic, worker memory flat, every event acco
   assert.ok(by.flaky.attempts > by.flaky.delivered, 'flaky: some deliveries needed a retry');
   // (the sink answers 200 for a moment after each reset of its log)
   assert.ok(by.dead.dead >= ingested * 0.9, 'dead: 400 is a dead letter at once');
-  assert.ok(by.exhaust.dead >= ingested * 0.9, 'exhaust: 503 every time is a dead letter after max_attempts');
+  assert.ok(by.exhaust.dead >= ingested * 0.9, 'exhaust: 503 every time is a dead letter after max_attempts or max_age_ms');
+  assert.doesNotMatch(pg.log(), /event=circuit_open destination=flaky/, 'flaky: per-event failures never open the breaker');
+  assert.equal(by.flaky.dead, 0, 'flaky: every event delivered');
   assert.ok(by.outage.delivered >= ingested * 0.99, 'outage: delivered once the target is back');
   assert.match(pg.log(), /event=circuit_open destination=outage/, 'outage: the circuit breaker opened');
   assert.match(pg.log(), /event=circuit_closed destination=outage/, 'outage: and closed again');
