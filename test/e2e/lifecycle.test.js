@@ -393,6 +393,7 @@ test('standby: no delivery worker and no error on a streaming standby; after pro
   await sleep(1500);                                           // several worker ticks' worth
   assert.deepEqual(await standby.workerPids(), [], 'no delivery worker on the standby');
   assert.equal((await standby.query('SELECT evpipe.health() AS h'))[0].h.workersAlive, 0);
+  assert.deepEqual(await standby.query("SELECT destination, (pending + in_flight)::int AS n FROM evpipe.stats"), [{ destination: 'fo', n: 10 }]);
   assert.equal((await primary.workerPids()).length, 2);
   assert.ok(!standby.log().includes('ERROR'), `no ERROR in the standby's log:\n${standby.log()}`);
   // the standby has replayed everything; nothing was delivered: the target fails
