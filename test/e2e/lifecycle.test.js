@@ -48,6 +48,10 @@ const rowsOf = async (c, table, drop = []) => (await c.query(
 const USER_TABLES = ['event_types', 'sources', 'source_roles', 'source_limits', 'destinations', 'routes',
   'events', 'outbox', 'delivered', 'dead_letters'];
 const SEQUENCES = ['routes_id_seq', 'outbox_id_seq', 'dead_letters_id_seq'];
+const ACLS = `SELECT 'relation' AS kind, relname AS name, relacl::text AS acl FROM pg_class
+    WHERE relnamespace = 'evpipe'::regnamespace
+  UNION ALL SELECT 'function', oid::regprocedure::text, proacl::text FROM pg_proc WHERE pronamespace = 'evpipe'::regnamespace
+  UNION ALL SELECT 'schema', nspname, nspacl::text FROM pg_namespace WHERE nspname = 'evpipe' ORDER BY 1, 2`;
 const seqPositions = async (c) => Object.fromEntries(await Promise.all(SEQUENCES.map(async (s) =>
   [s, (await c.query(`SELECT last_value::text AS v, is_called FROM evpipe.${s}`))[0]])));
 
@@ -63,6 +67,7 @@ test('backup: pg_dump (custom and plain) restored into fresh clusters keeps ever
   const q = (sql, p) => src.query(sql, p);
   await q('CREATE ROLE lc_app LOGIN');
   await q('GRANT evpipe_producer TO lc_app');
+  await q('GRANT SELECT ON evpipe.stats TO lc_app');          // a grant of the user's own, dumped as a difference
   await q(`SELECT evpipe.register_event_type('LC_ORDER', '{"type": "object", "required": ["orderId"]}')`);
   await q(`SELECT evpipe.register_event_type('LC_SLOW', '{"type": "object"}')`);
   await q(`SELECT evpipe.register_event_type('LC_FAIL', '{"type": "object"}')`);
@@ -96,7 +101,7 @@ test('backup: pg_dump (custom and plain) restored into fresh clusters keeps ever
 
   await waitCount(src, "SELECT 1 FROM evpipe.delivered WHERE destination = 'lc-ok'", 6);
   await waitCount(src, 'SELECT 1 FROM evpipe.dead_letters', 2);
-  await waitCount(src, "SELECT 1 FROM evpipe.outbox WHERE destination = 'lc-slow' AND lease_until > now() + interval '20 seconds' AND leased_by IS NOT NULL", 1);
+  await waitCount(src, "SELECT 1 FROM evpipe.outbox WHERE destination = 'lc-slow' AND lease_until > now() + interval '40 seconds' AND leased_by IS NOT NULL", 1);
   await waitCount(src, "SELECT 1 FROM evpipe.outbox WHERE destination = 'lc-paused' AND lease_until IS NULL", 6);
   assert.equal((await requests('/lc-slow')).length, 1, 'the in-flight request reached the sink');
   assert.deepEqual((await q('SELECT event_id, schema_version FROM evpipe.events WHERE event_type = \'LC_ORDER\' ORDER BY 1')).map((r) => r.schema_version),
@@ -106,6 +111,7 @@ test('backup: pg_dump (custom and plain) restored into fresh clusters keeps ever
   const before = {};
   for (const t of USER_TABLES) before[t] = await rowsOf(src, t);
   const seqs = await seqPositions(src);
+  const acls = await src.query(ACLS);
   // 5 routes; 15 outbox rows (6 events to two destinations, 3 to one); 2 dead letters
   assert.deepEqual(Object.values(seqs).map((s) => s.v), ['5', '15', '2']);
   const inflight = (await q("SELECT id::int, event_id FROM evpipe.outbox WHERE destination = 'lc-slow'"))[0];
@@ -153,6 +159,7 @@ test('backup: pg_dump (custom and plain) restored into fresh clusters keeps ever
     const deliveredNow = await rowsOf(dst, 'delivered');
     assert.deepEqual(deliveredNow.filter((x) => JSON.parse(x).destination !== 'lc-slow'), before.delivered, `${label}: evpipe.delivered`);
     assert.deepEqual(await seqPositions(dst), seqs, `${label}: sequence positions`);
+    assert.deepEqual(await dst.query(ACLS), acls, `${label}: privileges`);
     assert.equal(await count(dst, "SELECT 1 FROM evpipe.event_types WHERE event_type LIKE 'evpipe.%'"), 2, 'built-ins once');
     assert.ok(!dst.log().includes('ERROR'), `${label}: no ERROR in the server log`);
 
