@@ -128,3 +128,10 @@ SELECT pg_catalog.pg_extension_config_dump('evpipe.outbox_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('evpipe.delivered', '');
 SELECT pg_catalog.pg_extension_config_dump('evpipe.dead_letters', '');
 SELECT pg_catalog.pg_extension_config_dump('evpipe.dead_letters_id_seq', '');
+
+-- retention (evpipe.event_retention): worker 0 walks old events in ingested_at order through this index,
+-- deleting small batches. CREATE INDEX blocks ingest while it builds; on a large events table build it
+-- first with CREATE INDEX CONCURRENTLY IF NOT EXISTS events_ingested_at ON evpipe.events (ingested_at).
+CREATE INDEX IF NOT EXISTS events_ingested_at ON evpipe.events (ingested_at);
+COMMENT ON TABLE evpipe.events IS
+	'Accepted events keyed by eventId (the dedup key); event is the normalised canonical envelope that is delivered; kept for evpipe.event_retention unless an outbox row or a dead letter needs it';

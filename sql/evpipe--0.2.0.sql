@@ -106,7 +106,11 @@ CREATE TABLE evpipe.events (
 	ingested_by name NOT NULL
 );
 COMMENT ON TABLE evpipe.events IS
-	'Accepted events keyed by eventId (the dedup key); event is the normalised canonical envelope that is delivered';
+	'Accepted events keyed by eventId (the dedup key); event is the normalised canonical envelope that is delivered; kept for evpipe.event_retention unless an outbox row or a dead letter needs it';
+-- retention (evpipe.event_retention): worker 0 walks old events in ingested_at order through this index,
+-- deleting small batches (a B-tree: a BRIN summary only widens as vacuumed space is reused, until every
+-- range matches; time partitions cannot keep eventId unique across partitions)
+CREATE INDEX events_ingested_at ON evpipe.events (ingested_at);
 -- event ids and destination names are keys made of ASCII: the "C" collation
 -- orders them by byte and makes every index comparison a memcmp
 

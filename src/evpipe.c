@@ -42,6 +42,7 @@ int			evpipe_batch_size = 100;
 int			evpipe_lease_ms = 60000;
 int			evpipe_tick_ms = 1000;
 int			evpipe_delivered_retention_s = 7 * 86400;
+int			evpipe_event_retention_s = 7 * 86400;
 int			evpipe_max_destinations = 256;
 bool		evpipe_log_deliveries = false;
 bool		evpipe_outcome_events = false;
@@ -331,6 +332,11 @@ _PG_init(void)
 	DefineCustomIntVariable("evpipe.delivered_retention",
 							"How long delivered rows are kept in evpipe.delivered (0 keeps them forever).",
 							NULL, &evpipe_delivered_retention_s, 7 * 86400, 0,
+							INT_MAX, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("evpipe.event_retention",
+							"How long events are kept in evpipe.events, and so how long an eventId is deduplicated (0 keeps them forever).",
+							"Events with an outbox row or a dead letter are kept whatever their age.",
+							&evpipe_event_retention_s, 7 * 86400, 0,
 							INT_MAX, PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("evpipe");
 

@@ -31,6 +31,7 @@ extern int	evpipe_batch_size;
 extern int	evpipe_lease_ms;
 extern int	evpipe_tick_ms;
 extern int	evpipe_delivered_retention_s;
+extern int	evpipe_event_retention_s;
 extern int	evpipe_max_destinations;
 extern bool evpipe_log_deliveries;
 extern bool evpipe_outcome_events;

@@ -50,6 +50,7 @@
 #include "evpipe.h"
 #include "metrics.h"
 #include "ratelimit.h"
+#include "retention.h"
 
 #define MAX_SOCKETS 1024
 
@@ -1935,35 +1936,11 @@ expiry_interval_us(void)
 	return Min(60 * USECS_PER_SEC, Max(USECS_PER_SEC, shortest / 10));
 }
 
-/* Delete old delivered rows in small batches (worker 0 only). */
+/* Retention: old delivered rows and old events (worker 0 only; retention.c). */
 static void
 maintenance(void)
 {
-	int			batches = 0;
-
-	if (evpipe_delivered_retention_s <= 0)
-		return;
-	for (;;)
-	{
-		char		sql[512];
-		uint64		n;
-
-		snprintf(sql, sizeof(sql),
-				 "DELETE FROM evpipe.delivered WHERE ctid = ANY (ARRAY("
-				 "SELECT ctid FROM evpipe.delivered WHERE delivered_at < pg_catalog.now() - "
-				 "interval '%d seconds' LIMIT 1000))",
-				 evpipe_delivered_retention_s);
-		begin_tx("evpipe: deleting old delivered rows");
-		if (SPI_execute(sql, false, 0) != SPI_OK_DELETE)
-			elog(ERROR, "evpipe: retention delete failed");
-		n = SPI_processed;
-		commit_tx();
-		if (n < 1000 || ++batches >= 50)
-			break;
-		CHECK_FOR_INTERRUPTS();
-		if (got_sigterm)
-			break;
-	}
+	ep_retention_run(&got_sigterm);
 }
 
 /*------------------------------------------------------------------------
@@ -2254,9 +2231,7 @@ evpipe_worker_main(Datum arg)
 					(void) expire_held_rows();
 				}
 				/* retention: every minute, or sooner for short retentions */
-				if (index == 0 && evpipe_delivered_retention_s > 0 &&
-					now - W.last_maintenance >
-					(int64) Min(60, Max(1, evpipe_delivered_retention_s / 10)) * USECS_PER_SEC)
+				if (index == 0 && ep_retention_due(now))
 				{
 					maintenance();
 					W.last_maintenance = now;
