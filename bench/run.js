@@ -13,6 +13,7 @@
 //   BENCH_SCALE_MAX       largest pending-row count of item 8 (10000000)
 //   BENCH_CHURN_SECONDS   churn of item 8 (900; 3600 for the hour of the issue)
 //   BENCH_CHURN_SAMPLE    seconds between outbox size samples (60)
+//   BENCH_EVENT_RETENTION evpipe.event_retention and evpipe.delivered_retention of item 8b churn ('10min'; 0 keeps all)
 //   BENCH_ONLY            comma list of items to run (1,2,3,4,5,6,7,8 or 8a scale, 8b churn)
 //   BENCH_OUT             output directory (docs/bench)
 //   BENCH_RENDER_ONLY=1   only redraw results.md and the plots from BENCH_OUT/results.json
@@ -43,6 +44,7 @@ let RATE_SECS = num('BENCH_RATE_SECONDS', 60);
 let SCALE_MAX = num('BENCH_SCALE_MAX', 10000000);
 let CHURN_SECS = num('BENCH_CHURN_SECONDS', 900);
 let CHURN_SAMPLE = num('BENCH_CHURN_SAMPLE', 60);
+let EVENT_RETENTION = process.env.BENCH_EVENT_RETENTION || '10min';
 let ONLY = (process.env.BENCH_ONLY || '').split(',').map((s) => s.trim()).filter(Boolean);
 const OUT = path.resolve(process.env.BENCH_OUT || path.join(__dirname, '..', 'docs', 'bench'));
 const HTTP_N = 20000;     // events backlogged for items 4 and 5
@@ -51,7 +53,7 @@ const SCALE_TIMEOUT = 300; // seconds to wait for one scale level's batch
 const LAT_CLIENTS = 4;     // pgbench connections sharing the steady rate of items 3 and 8
 
 const want = (k) => ONLY.length === 0 || ONLY.includes(k) || (k.length > 1 && ONLY.includes(k[0]));
-const R = { started: new Date().toISOString(), env: { SECS, INGEST_RATE, BACKLOG, RATE_LIMIT, RATE_SECS, SCALE_MAX, CHURN_SECS, CHURN_SAMPLE, ONLY }, sections: {} };
+const R = { started: new Date().toISOString(), env: { SECS, INGEST_RATE, BACKLOG, RATE_LIMIT, RATE_SECS, SCALE_MAX, CHURN_SECS, CHURN_SAMPLE, EVENT_RETENTION, ONLY }, sections: {} };
 const log = (s) => console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${s}`);
 const round = (x, d = 0) => (x === null || x === undefined || Number.isNaN(x) ? null : Number(x.toFixed(d)));
 
@@ -612,16 +614,21 @@ const SIZES = `SELECT pg_total_relation_size('evpipe.outbox') AS total, pg_relat
        FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = 'evpipe.outbox'::regclass) AS indexes,
     (SELECT count(*) FROM evpipe.outbox)::int AS rows,
     s.n_dead_tup::bigint AS dead, s.autovacuum_count::int AS autovacuums,
-    pg_total_relation_size('evpipe.events') AS events, pg_total_relation_size('evpipe.delivered') AS delivered
+    pg_total_relation_size('evpipe.events') AS events, pg_total_relation_size('evpipe.delivered') AS delivered,
+    (SELECT count(*) FROM evpipe.events)::int AS event_rows, (SELECT count(*) FROM evpipe.delivered)::int AS delivered_rows,
+    (SELECT n_tup_del FROM pg_stat_user_tables WHERE relid = 'evpipe.events'::regclass)::bigint AS events_removed,
+    (SELECT autovacuum_count FROM pg_stat_user_tables WHERE relid = 'evpipe.events'::regclass)::int AS events_autovacuums
   FROM pg_stat_user_tables s WHERE s.relid = 'evpipe.outbox'::regclass`;
 
 async function churnItem() {
   if (!want('8b')) return;
-  const pg = await cluster();
+  // retention bounds the events and delivered tables (both set to BENCH_EVENT_RETENTION)
+  const pg = await cluster({ 'evpipe.event_retention': EVENT_RETENTION, 'evpipe.delivered_retention': EVENT_RETENTION });
   const sink = await startBenchPeer('count-sink.js');
   try {
     await describe(pg);
-    await section('8b', `Outbox size under churn (${INGEST_RATE}/s in and out for ${CHURN_SECS} s)`, async (S) => {
+    await section('8b', `Table sizes under churn (${INGEST_RATE}/s in and out for ${CHURN_SECS} s, retention ${EVENT_RETENTION})`, async (S) => {
+      S.retention = (await pg.query("SELECT current_setting('evpipe.event_retention') AS e, current_setting('evpipe.delivered_retention') AS d"))[0];
       await pg.query(`SELECT evpipe.register_event_type('BENCH', '{"type": "object"}')`);
       await pg.query('SELECT evpipe.create_destination($1, $2, $3::jsonb)', ['churn', 'http', JSON.stringify({ url: `${sink.url}/churn` })]);
       await pg.query("SELECT evpipe.add_route('BENCH', 'churn')");
@@ -637,10 +644,12 @@ async function churnItem() {
           indexesMB: Object.fromEntries(Object.entries(r.indexes || {}).map(([k, v]) => [k, round(Number(v) / 2 ** 20, 2)])),
           rows: r.rows, dead: Number(r.dead), autovacuums: r.autovacuums,
           eventsMB: round(Number(r.events) / 2 ** 20, 1), deliveredMB: round(Number(r.delivered) / 2 ** 20, 1),
+          eventRows: r.event_rows, deliveredRows: r.delivered_rows, eventsRemoved: Number(r.events_removed),
+          eventsAutovacuums: r.events_autovacuums,
           delivered: got.count,
         };
         S.samples.push(s);
-        log(`   t=${s.t}s outbox ${s.totalMB} MB (heap ${s.heapMB}), ${s.rows} rows, ${s.dead} dead, ${s.autovacuums} autovacuums, ${s.delivered} delivered`);
+        log(`   t=${s.t}s outbox ${s.totalMB} MB (heap ${s.heapMB}), ${s.rows} rows, ${s.dead} dead, ${s.autovacuums} autovacuums, ${s.delivered} delivered; events ${s.eventsMB} MB (${s.eventRows} rows, ${s.eventsRemoved} removed), delivered ${s.deliveredMB} MB (${s.deliveredRows} rows)`);
       };
       await sample();
       const run = pgbench(pg, `SELECT evpipe.ingest(${ev('gen_random_uuid()::text')});`, { clients: LAT_CLIENTS, rate: INGEST_RATE, seconds: CHURN_SECS });
@@ -740,6 +749,15 @@ set ylabel 'MB'
 set yrange [0:*]
 set key below nobox noopaque
 plot 'churn.dat' using 1:2 with linespoints lw 2 pt 7 title 'outbox total', '' using 1:3 with linespoints pt 7 title 'heap'${idx.map((k, i) => `, '' using 1:${4 + i} with linespoints pt 7 title 'index ${k}'`).join('')}`);
+    if (S8b.samples[0].eventsMB !== undefined) {
+      draw('tables-churn', { 'tables.dat': S8b.samples.map((s) => [s.t / 60, s.eventsMB, s.deliveredMB, s.totalMB]) },
+        `set title 'Item 8: table sizes under churn (${INGEST_RATE}/s, retention ${S8b.retention ? S8b.retention.e : 'none'})'
+set xlabel 'minutes'
+set ylabel 'MB (table, indexes and TOAST)'
+set yrange [0:*]
+set key below nobox noopaque
+plot 'tables.dat' using 1:2 with linespoints lw 2 pt 7 title 'evpipe.events', '' using 1:3 with linespoints lw 2 pt 5 title 'evpipe.delivered', '' using 1:4 with linespoints lw 2 pt 9 title 'evpipe.outbox'`);
+    }
   }
   if (S8 && S8.levels && S8.levels.length) {
     const short = (n) => (n >= 1e6 ? `${n / 1e6}M` : n >= 1e3 ? `${n / 1e3}k` : String(n));
@@ -786,7 +804,7 @@ function render(made) {
   L(`- PostgreSQL ${M.postgres || '?'}, node ${M.node || '?'}; the load generators (pgbench, wrk, node) run on the same cores`);
   if (M.settings) L(`- settings: ${Object.entries(M.settings).map(([k, v]) => `\`${k}\`=${v}`).join(', ')}; item 8 (scale) adds \`pg_stat_statements\` (track = all)`);
   L(`- load average (1 min) at the start of each item: ${Object.entries(S).map(([k, s]) => `${k}: ${s.load1}`).join(', ')} (other work on the machine shows here)`);
-  L(`- knobs: BENCH_SECONDS=${SECS}, BENCH_INGEST_RATE=${INGEST_RATE}, BENCH_BACKLOG=${BACKLOG}, BENCH_RATE_LIMIT=${RATE_LIMIT}, BENCH_RATE_SECONDS=${RATE_SECS}, BENCH_SCALE_MAX=${SCALE_MAX}, BENCH_CHURN_SECONDS=${CHURN_SECS}${ONLY.length ? `, BENCH_ONLY=${ONLY.join(',')}` : ''}`);
+  L(`- knobs: BENCH_SECONDS=${SECS}, BENCH_INGEST_RATE=${INGEST_RATE}, BENCH_BACKLOG=${BACKLOG}, BENCH_RATE_LIMIT=${RATE_LIMIT}, BENCH_RATE_SECONDS=${RATE_SECS}, BENCH_SCALE_MAX=${SCALE_MAX}, BENCH_CHURN_SECONDS=${CHURN_SECS}${EVENT_RETENTION !== undefined ? `, BENCH_EVENT_RETENTION=${EVENT_RETENTION}` : ''}${ONLY.length ? `, BENCH_ONLY=${ONLY.join(',')}` : ''}`);
   L();
   const took = (k) => (S[k] ? ` (${fmt(S[k].seconds)} s)` : '');
   const failed = (k) => {
@@ -950,14 +968,15 @@ function render(made) {
   }
   if (S['8b']) {
     const s = S['8b'];
-    L(`### Outbox size under churn${took('8b')}`);
+    L(`### Table sizes under churn${took('8b')}`);
     L();
     if (!failed('8b')) {
       const idx = s.samples.length ? Object.keys(s.samples[0].indexesMB) : [];
-      L(`| minute | outbox total | heap | ${idx.map((k) => `${k}`).join(' | ')} | rows | dead rows | autovacuums | delivered | events table | delivered table |`);
-      L(`|---|---|---|${idx.map(() => '---').join('|')}|---|---|---|---|---|---|`);
+      const rows = s.samples[0] && s.samples[0].eventRows !== undefined;
+      L(`| minute | outbox total | heap | ${idx.map((k) => `${k}`).join(' | ')} | rows | dead rows | autovacuums | delivered | events table |${rows ? ' event rows | events removed | events autovacuums |' : ''} delivered table |${rows ? ' delivered rows |' : ''}`);
+      L(`|---|---|---|${idx.map(() => '---').join('|')}|---|---|---|---|---|${rows ? '---|---|---|---|' : '---|'}`);
       for (const x of s.samples) {
-        L(`| ${(x.t / 60).toFixed(1)} | ${mb(x.totalMB)} | ${mb(x.heapMB)} | ${idx.map((k) => mb(x.indexesMB[k])).join(' | ')} | ${fmt(x.rows)} | ${fmt(x.dead)} | ${fmt(x.autovacuums)} | ${fmt(x.delivered)} | ${mb(x.eventsMB)} | ${mb(x.deliveredMB)} |`);
+        L(`| ${(x.t / 60).toFixed(1)} | ${mb(x.totalMB)} | ${mb(x.heapMB)} | ${idx.map((k) => mb(x.indexesMB[k])).join(' | ')} | ${fmt(x.rows)} | ${fmt(x.dead)} | ${fmt(x.autovacuums)} | ${fmt(x.delivered)} | ${mb(x.eventsMB)} |${rows ? ` ${fmt(x.eventRows)} | ${fmt(x.eventsRemoved)} | ${fmt(x.eventsAutovacuums)} |` : ''} ${mb(x.deliveredMB)} |${rows ? ` ${fmt(x.deliveredRows)} |` : ''}`);
       }
       L();
       const tot = s.samples.map((x) => x.totalMB);
@@ -969,11 +988,32 @@ function render(made) {
       L(`pgbench ingests at ${INGEST_RATE}/s (${LAT_CLIENTS} clients, ${fmt(s.ingestTps)} tps achieved, ${fmt(s.failed)} failed) for ${CHURN_SECS} s while the`);
       L(`workers deliver to the counting sink; the last row is the state after the outbox drained (${fmt(s.drainSeconds)} s after ingest stopped).`);
       L(`Outbox total size: min ${mb(Math.min(...tot))}, max ${mb(Math.max(...tot))}, end ${mb(tot[tot.length - 1])};`);
-      L(`largest over the first half of the samples after t = 0 ${mb(firstHalfMax)}, over the second half ${mb(secondHalfMax)}. The events and delivered tables`);
-      L('grow by design (events are kept; delivered rows for `evpipe.delivered_retention`).');
+      if (s.retention) {
+        L(`largest over the first half of the samples after t = 0 ${mb(firstHalfMax)}, over the second half ${mb(secondHalfMax)}.`);
+        L(`\`evpipe.event_retention\` and \`evpipe.delivered_retention\` are ${s.retention.e} here (BENCH_EVENT_RETENTION): worker 0 removes older events`);
+        L('and delivered rows in batches of at most 1,000 rows, so once the first retention period has passed both tables');
+        L('should stay flat (their freed space is reused).');
+        // the events and delivered tables after the first retention period: the largest size over the
+        // first and the second half of the samples taken after it (the last sample, after the drain, too)
+        const secs = (v) => { const m = /^(\d+)\s*(s|min|h|d)?$/.exec(String(v).trim()); return m ? Number(m[1]) * ({ s: 1, min: 60, h: 3600, d: 86400 }[m[2] || 's']) : null; };
+        const ret = secs(s.retention.e);
+        const after = ret ? s.samples.filter((x) => x.t > ret + CHURN_SAMPLE) : [];
+        const k = Math.floor(after.length / 2);
+        for (const [label, key] of [['events', 'eventsMB'], ['delivered', 'deliveredMB']]) {
+          if (k < 1) break;
+          const a = Math.max(...after.slice(0, k).map((x) => x[key]));
+          const b = Math.max(...after.slice(k).map((x) => x[key]));
+          L(`${label} table after the first retention period (+1 sample): largest over the first half of those samples ${mb(a)}, over the second half ${mb(b)}.`);
+          checks.push([`8. ${label} table size after the retention period, second half vs first half`, `${(b / a).toFixed(2)}x`, 'bounded (no number)', null]);
+        }
+      } else {
+        L(`largest over the first half of the samples after t = 0 ${mb(firstHalfMax)}, over the second half ${mb(secondHalfMax)}. The events and delivered tables`);
+        L('grow by design (events are kept; delivered rows for `evpipe.delivered_retention`).');
+      }
       if (firstHalfMax && secondHalfMax !== null) {
         checks.push(['8. outbox size, second half vs first half of the churn', `${(secondHalfMax / firstHalfMax).toFixed(2)}x`, 'bounded (no number)', null]);
       }
+      if (made['tables-churn']) { L(); L('![table sizes under churn](tables-churn.png)'); }
       if (made['outbox-churn']) { L(); L('![outbox size under churn](outbox-churn.png)'); }
     }
     L();
@@ -1009,7 +1049,7 @@ function readAnalysis() {
 // BENCH_MERGE=DIR: the items measured in DIR's run (say, the hour of churn run on its
 // own) replace those of this page's run; the page says which items came from which run.
 const KNOBS = { 3: ['BACKLOG', 'INGEST_RATE'], 7: ['RATE_LIMIT', 'RATE_SECS'], '8a': ['SCALE_MAX'],
-  '8b': ['INGEST_RATE', 'CHURN_SECS', 'CHURN_SAMPLE'] };
+  '8b': ['INGEST_RATE', 'CHURN_SECS', 'CHURN_SAMPLE', 'EVENT_RETENTION'] };
 function merge(dir) {
   const other = JSON.parse(fs.readFileSync(path.join(path.resolve(dir), 'results.json'), 'utf8'));
   const keys = Object.keys(other.sections);
@@ -1039,7 +1079,7 @@ async function main() {
   if (process.env.BENCH_RENDER_ONLY || process.env.BENCH_MERGE) {   // redraw (after merging) from results.json
     Object.assign(R, JSON.parse(fs.readFileSync(path.join(OUT, 'results.json'), 'utf8')));
     if (process.env.BENCH_MERGE) merge(process.env.BENCH_MERGE);
-    ({ SECS, INGEST_RATE, BACKLOG, RATE_LIMIT, RATE_SECS, SCALE_MAX, CHURN_SECS, CHURN_SAMPLE, ONLY } = R.env);
+    ({ SECS, INGEST_RATE, BACKLOG, RATE_LIMIT, RATE_SECS, SCALE_MAX, CHURN_SECS, CHURN_SAMPLE, EVENT_RETENTION, ONLY } = R.env);
     fs.writeFileSync(path.join(OUT, 'results.md'), render(plots()));
     if (process.env.BENCH_MERGE) fs.writeFileSync(path.join(OUT, 'results.json'), JSON.stringify(R) + '\n');
     return;
