@@ -27,6 +27,7 @@
 
 #include "evpipe.h"
 #include "metrics.h"
+#include "netpolicy.h"
 #include "ratelimit.h"
 
 PG_MODULE_MAGIC;
@@ -46,6 +47,7 @@ int			evpipe_event_retention_s = 7 * 86400;
 int			evpipe_max_destinations = 256;
 bool		evpipe_log_deliveries = false;
 bool		evpipe_outcome_events = false;
+char	   *evpipe_destination_networks = NULL;
 
 EvpipeShared *evpipe_shared = NULL;
 
@@ -264,6 +266,47 @@ evpipe_config_changed(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
+/* Refuse an evpipe.destination_networks value that is not a CIDR list. */
+static bool
+check_destination_networks(char **newval, void **extra, GucSource source)
+{
+	char		err[256];
+	EpNetPolicy *policy = ep_netpolicy_parse(*newval, err, sizeof(err));
+
+	if (policy == NULL)
+	{
+		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+		GUC_check_errdetail("%s.", err);
+		GUC_check_errhint("The value is a comma-separated list of IPv4 and IPv6 networks, such as \"10.0.0.0/8, ::1/128\", or empty for any address.");
+		return false;
+	}
+#if PG_VERSION_NUM >= 160000
+	{
+		/* a GUC's extra must come from guc_malloc */
+		size_t		size = sizeof(EpNetPolicy) + policy->ncidrs * sizeof(EpCidr);
+		void	   *copy = guc_malloc(LOG, size);
+
+		if (copy == NULL)
+		{
+			free(policy);
+			return false;
+		}
+		memcpy(copy, policy, size);
+		free(policy);
+		policy = copy;
+	}
+#endif
+	*extra = policy;			/* malloc'd: the GUC machinery frees it */
+	return true;
+}
+
+/* Make the workers' open-socket check apply the new list. */
+static void
+assign_destination_networks(const char *newval, void *extra)
+{
+	ep_netpolicy_install((const EpNetPolicy *) extra);
+}
+
 /* Define configuration variables, request shared memory, start workers. */
 void
 _PG_init(void)
@@ -296,6 +339,12 @@ _PG_init(void)
 							 "Log one structured line per successful delivery.",
 							 NULL, &evpipe_log_deliveries, false, PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
+	DefineCustomStringVariable("evpipe.destination_networks",
+							   "Networks destinations may connect to: a comma-separated list of CIDRs; empty allows any address.",
+							   "Link-local and cloud metadata addresses are refused whatever the list says.",
+							   &evpipe_destination_networks, "", PGC_SUSET, 0,
+							   check_destination_networks,
+							   assign_destination_networks, NULL);
 	/* start-up settings can only be defined while preloading */
 	if (preloaded)
 	{

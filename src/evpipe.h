@@ -35,6 +35,7 @@ extern int	evpipe_event_retention_s;
 extern int	evpipe_max_destinations;
 extern bool evpipe_log_deliveries;
 extern bool evpipe_outcome_events;
+extern char *evpipe_destination_networks;
 
 /* Per-worker slot in shared memory: no process-local pointers here. */
 typedef struct EvpipeWorkerSlot
