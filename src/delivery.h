@@ -16,6 +16,7 @@
 #include <curl/curl.h>
 
 #include "lib/ilist.h"
+#include "netpolicy.h"
 #include "nodes/pg_list.h"
 #include "utils/timestamp.h"
 
@@ -59,6 +60,7 @@ typedef struct DestConfig
 	char	   *session_token;
 	char	   *message_group_field;
 	bool		fifo;
+	bool		ordered;		/* ordering_key (or FIFO): one event per key at a time */
 	/* runtime, owned by the worker */
 	int			slot;			/* shared-memory slot (rate limit, pause) */
 	int			in_flight;		/* rows in flight in this worker */
@@ -124,6 +126,7 @@ typedef struct DeliveryRequest
 	bool		response_truncated;
 	char		retry_after[64];	/* Retry-After header value */
 	char		content_type[128];
+	EpNetGuard	netguard;		/* the open-socket policy check (netpolicy.c) */
 } DeliveryRequest;
 
 /* A destination kind that delivers over HTTP. */

@@ -85,6 +85,13 @@ typedef struct EpRouteEntry
 	bool		enabled;
 } EpRouteEntry;
 
+/* A destination that delivers each ordering key in order. */
+typedef struct EpOrderEntry
+{
+	char	   *destination;
+	char	   *path;			/* dotted path into the envelope */
+} EpOrderEntry;
+
 #define N_CONFIG_RELS 6
 
 static struct
@@ -97,6 +104,9 @@ static struct
 	EpSourceEntry *sources;
 	int			nroutes;
 	EpRouteEntry *routes;
+	bool		ordering;		/* the schema has outbox.ordering_key (0.2.0) */
+	int			norders;
+	EpOrderEntry *orders;		/* sorted by destination */
 	Oid			relids[N_CONFIG_RELS];
 } config;
 
@@ -128,6 +138,7 @@ static const char *current_source = NULL;
 static int	current_batch_index = -1;
 
 static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr insert_ordered_plan = NULL;
 static SPIPlanPtr existing_plan = NULL;
 static SPIPlanPtr existing_dests_plan = NULL;
 
@@ -362,7 +373,96 @@ config_load(void)
 		r->is_prefix = (len > 0 && r->pattern[len - 1] == '*');
 		r->prefix_len = r->is_prefix ? len - 1 : len;
 	}
+
+	/* ordered destinations (a database still at 0.1.0 has none) */
+	config.ordering = get_attnum(get_relname_relid("outbox", nsp), "ordering_key") != InvalidAttrNumber;
+	if (config.ordering)
+	{
+		spi_config_query("SELECT name, COALESCE(config ->> 'ordering_key', CASE WHEN kind = 'sqs'"
+						 " AND config ->> 'queue_url' LIKE '%.fifo' THEN COALESCE(config ->> 'message_group_field', 'source') END)"
+						 " FROM evpipe.destinations WHERE config ? 'ordering_key'"
+						 " OR (kind = 'sqs' AND config ->> 'queue_url' LIKE '%.fifo')"
+						 " ORDER BY name COLLATE \"C\"");
+		config.norders = (int) SPI_processed;
+		config.orders = MemoryContextAllocZero(config.cxt,
+											   sizeof(EpOrderEntry) * (SPI_processed + 1));
+		for (i = 0; i < SPI_processed; i++)
+		{
+			config.orders[i].destination = spi_text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+			config.orders[i].path = spi_text(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		}
+	}
 	PopActiveSnapshot();
+}
+
+/* Order destination entries by name, bytewise (as the load sorts them). */
+static int
+cmp_orders(const void *a, const void *b)
+{
+	return strcmp(((const EpOrderEntry *) a)->destination,
+				  ((const EpOrderEntry *) b)->destination);
+}
+
+/*
+ * The ordering key of an event for a destination: the value at the
+ * destination's ordering_key path (a string as it is, other values as JSON
+ * text), "" when the member is absent or null (the default group), or NULL
+ * when the destination is not ordered.
+ */
+static char *
+ordering_key(Jsonb *envelope, const char *destination)
+{
+	EpOrderEntry key;
+	EpOrderEntry *o;
+	JsonbContainer *c = &envelope->root;
+	JsonbValue *v = NULL;
+	char	   *path;
+	char	   *seg;
+	char	   *save = NULL;
+
+	if (config.norders == 0)
+		return NULL;
+	key.destination = (char *) destination;
+	o = bsearch(&key, config.orders, config.norders, sizeof(EpOrderEntry), cmp_orders);
+	if (o == NULL)
+		return NULL;
+	path = pstrdup(o->path);
+	for (seg = strtok_r(path, ".", &save); seg; seg = strtok_r(NULL, ".", &save))
+	{
+		if (c == NULL || !JsonContainerIsObject(c))
+			return pstrdup("");
+		v = evpipe_jsonb_get(c, seg);
+		if (v == NULL)
+			return pstrdup("");
+		c = v->type == jbvBinary ? v->val.binary.data : NULL;
+	}
+	if (v == NULL || v->type == jbvNull)
+		return pstrdup("");
+	if (v->type == jbvString)
+		return pnstrdup(v->val.string.val, v->val.string.len);
+	if (v->type == jbvBinary)
+		return JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
+	return JsonbToCString(NULL, &JsonbValueToJsonb(v)->root, 0);
+}
+
+/* The ordering keys of an event for its destinations; NIL if none is ordered. */
+static List *
+ordering_keys(Jsonb *envelope, List *dests)
+{
+	List	   *keys = NIL;
+	bool		any = false;
+	ListCell   *lc;
+
+	if (config.norders == 0)
+		return NIL;
+	foreach(lc, dests)
+	{
+		char	   *k = ordering_key(envelope, lfirst(lc));
+
+		any |= (k != NULL);
+		keys = lappend(keys, k);
+	}
+	return any ? keys : NIL;
 }
 
 /* Make sure the configuration is loaded. Requires SPI. */
@@ -1078,6 +1178,28 @@ text_array(List *items)
 										   TYPALIGN_INT));
 }
 
+/* A text[] datum from a list of C strings, NULL elements for NULL ones. */
+static Datum
+nullable_text_array(List *items)
+{
+	int			n = list_length(items);
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	bool	   *isnull = palloc(sizeof(bool) * Max(n, 1));
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	ListCell   *lc;
+	int			i = 0;
+
+	foreach(lc, items)
+	{
+		isnull[i] = (lfirst(lc) == NULL);
+		elems[i] = isnull[i] ? (Datum) 0 : CStringGetTextDatum(lfirst(lc));
+		i++;
+	}
+	return PointerGetDatum(construct_md_array(elems, isnull, 1, dims, lbs,
+											  TEXTOID, -1, false, TYPALIGN_INT));
+}
+
 static Datum
 text_or_null(const char *s, char *nulls, int i)
 {
@@ -1100,11 +1222,31 @@ text_or_null(const char *s, char *nulls, int i)
 static bool
 insert_event(EpEvent *ev, List *dests, Oid caller)
 {
-	Datum		values[11];
-	char		nulls[12];
+	Datum		values[12];
+	char		nulls[13];
 	int			rc;
+	List	   *keys = ordering_keys(ev->envelope, dests);
+	SPIPlanPtr	plan;
 
-	if (insert_plan == NULL)
+	if (keys != NIL && insert_ordered_plan == NULL)
+	{
+		Oid			types[12] = {TEXTOID, TEXTOID, INT4OID, TEXTOID,
+			TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, NAMEOID,
+		TEXTARRAYOID, TEXTARRAYOID};
+
+		/* an ordered destination: each row carries its key */
+		insert_ordered_plan = keep_plan(
+										"WITH e AS ("
+										" INSERT INTO evpipe.events AS ev (event_id, event_type, schema_version, source,"
+										"  event_time, correlation_id, priority, traceparent, event, ingested_by)"
+										" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+										" ON CONFLICT (event_id) DO NOTHING RETURNING ev.event_id)"
+										" INSERT INTO evpipe.outbox (event_id, destination, ordering_key)"
+										" SELECT e.event_id, d.d, d.k FROM e,"
+										"  ROWS FROM (pg_catalog.unnest($11), pg_catalog.unnest($12)) AS d(d, k)",
+										12, types);
+	}
+	if (keys == NIL && insert_plan == NULL)
 	{
 		Oid			types[11] = {TEXTOID, TEXTOID, INT4OID, TEXTOID,
 			TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, NAMEOID,
@@ -1121,7 +1263,7 @@ insert_event(EpEvent *ev, List *dests, Oid caller)
 								11, types);
 	}
 	memset(nulls, ' ', sizeof(nulls));
-	nulls[11] = '\0';
+	nulls[12] = '\0';
 	values[0] = CStringGetTextDatum(ev->event_id);
 	values[1] = CStringGetTextDatum(ev->event_type);
 	values[2] = Int32GetDatum(ev->type->version);
@@ -1135,9 +1277,11 @@ insert_event(EpEvent *ev, List *dests, Oid caller)
 	values[9] = DirectFunctionCall1(namein,
 									CStringGetDatum(GetUserNameFromId(caller, false)));
 	values[10] = text_array(dests);
+	values[11] = keys != NIL ? nullable_text_array(keys) : (Datum) 0;
+	plan = keys != NIL ? insert_ordered_plan : insert_plan;
 
 	Assert(dests != NIL);
-	rc = SPI_execute_plan(insert_plan, values, nulls, false, 0);
+	rc = SPI_execute_plan(plan, values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "evpipe: inserting the event failed: %s",
 			 SPI_result_code_string(rc));
@@ -1577,7 +1721,7 @@ id_table(const char *name, long size)
 static uint64
 batch_insert(BatchEvent *evs, int n, Oid caller, bool on_conflict)
 {
-	static SPIPlanPtr plans[2] = {NULL, NULL};
+	static SPIPlanPtr plans[2][2] = {{NULL, NULL}, {NULL, NULL}};	/* [ordered][on_conflict] */
 	Datum	   *ids = palloc(sizeof(Datum) * n);
 	Datum	   *types = palloc(sizeof(Datum) * n);
 	Datum	   *versions = palloc(sizeof(Datum) * n);
@@ -1591,7 +1735,9 @@ batch_insert(BatchEvent *evs, int n, Oid caller, bool on_conflict)
 	Datum	   *events = palloc(sizeof(Datum) * n);
 	List	   *out_ids = NIL;
 	List	   *out_dests = NIL;
-	Datum		values[12];
+	List	   *out_keys = NIL;
+	bool		ordered = false;
+	Datum		values[13];
 	int			dims[1];
 	int			lbs[1] = {1};
 	int			m = 0;
@@ -1622,20 +1768,24 @@ batch_insert(BatchEvent *evs, int n, Oid caller, bool on_conflict)
 		m++;
 		foreach(lc, e->dests)
 		{
+			char	   *k = config.norders > 0 ? ordering_key(e->envelope, lfirst(lc)) : NULL;
+
 			out_ids = lappend(out_ids, e->event_id);
 			out_dests = lappend(out_dests, lfirst(lc));
+			out_keys = lappend(out_keys, k);
+			ordered |= (k != NULL);
 		}
 	}
 	if (m == 0)
 		return 0;
 
-	if (plans[on_conflict] == NULL)
+	if (plans[ordered][on_conflict] == NULL)
 	{
-		Oid			argtypes[12] = {TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+		Oid			argtypes[13] = {TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
 			TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-		TEXTARRAYOID, JSONBARRAYOID, NAMEOID, TEXTARRAYOID, TEXTARRAYOID};
+		TEXTARRAYOID, JSONBARRAYOID, NAMEOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID};
 
-		plans[on_conflict] = keep_plan(
+		plans[ordered][on_conflict] = keep_plan(
 									   psprintf("WITH e AS ("
 												" INSERT INTO evpipe.events AS ev (event_id, event_type, schema_version, source,"
 												"  event_time, correlation_id, priority, traceparent, event, ingested_by)"
@@ -1645,16 +1795,20 @@ batch_insert(BatchEvent *evs, int n, Oid caller, bool on_conflict)
 												"  pg_catalog.unnest($9)) AS v"
 												" %s RETURNING ev.event_id),"
 												" o AS ("
-												" INSERT INTO evpipe.outbox (event_id, destination)"
-												" SELECT d.event_id, d.destination"
-												" FROM ROWS FROM (pg_catalog.unnest($11), pg_catalog.unnest($12))"
-												"  WITH ORDINALITY AS d(event_id, destination, n)"
+												" INSERT INTO evpipe.outbox (event_id, destination%s)"
+												" SELECT d.event_id, d.destination%s"
+												" FROM ROWS FROM (pg_catalog.unnest($11), pg_catalog.unnest($12)%s)"
+												"  WITH ORDINALITY AS d(event_id, destination%s, n)"
 												" %s ORDER BY d.n"
 												" RETURNING 1)"
 												" SELECT e.event_id FROM e",
 												on_conflict ? "ON CONFLICT (event_id) DO NOTHING" : "",
+												ordered ? ", ordering_key" : "",
+												ordered ? ", d.k" : "",
+												ordered ? ", pg_catalog.unnest($13)" : "",
+												ordered ? ", k" : "",
 												on_conflict ? "WHERE d.event_id IN (SELECT e.event_id FROM e)" : ""),
-									   12, argtypes);
+												ordered ? 13 : 12, argtypes);
 	}
 	dims[0] = m;
 	values[0] = PointerGetDatum(construct_array(ids, m, TEXTOID, -1, false, TYPALIGN_INT));
@@ -1673,9 +1827,10 @@ batch_insert(BatchEvent *evs, int n, Oid caller, bool on_conflict)
 									CStringGetDatum(GetUserNameFromId(caller, false)));
 	values[10] = text_array(out_ids);
 	values[11] = text_array(out_dests);
+	values[12] = ordered ? nullable_text_array(out_keys) : (Datum) 0;
 
 	/* no JIT: compiling the statement costs more than running it */
-	rc = evpipe_execute_plan_with_off(plans[on_conflict], values, NULL,
+	rc = evpipe_execute_plan_with_off(plans[ordered][on_conflict], values, NULL,
 									  no_jit, lengthof(no_jit));
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "evpipe: inserting the batch failed");

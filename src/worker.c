@@ -49,6 +49,7 @@
 #include "delivery.h"
 #include "evpipe.h"
 #include "metrics.h"
+#include "netpolicy.h"
 #include "ratelimit.h"
 #include "retention.h"
 
@@ -97,6 +98,8 @@ static struct
 	MemoryContext outcome_cxt;
 	bool		dests_valid;
 	Oid			dest_relid;
+	Oid			outbox_relid;
+	bool		ordering;		/* outbox.ordering_key exists (0.2.0) */
 	int			ndests;
 	DestConfig *dests;
 	int			next_dest;		/* round-robin start for claims */
@@ -180,7 +183,7 @@ worker_cleanup(int code, Datum arg)
 static void
 dest_relcache_cb(Datum arg, Oid relid)
 {
-	if (relid == InvalidOid || relid == W.dest_relid)
+	if (relid == InvalidOid || relid == W.dest_relid || relid == W.outbox_relid)
 		W.dests_valid = false;
 }
 
@@ -309,6 +312,9 @@ load_destinations(void)
 	W.dests_valid = true;
 	W.dest_relid = get_relname_relid("destinations",
 									 get_namespace_oid("evpipe", false));
+	W.outbox_relid = get_relname_relid("outbox", get_namespace_oid("evpipe", false));
+	/* a database still at 0.1.0 has no ordering keys */
+	W.ordering = get_attnum(W.outbox_relid, "ordering_key") != InvalidAttrNumber;
 
 	/*
 	 * Read with the latest snapshot: an invalidation consumed before this
@@ -371,6 +377,7 @@ load_destinations(void)
 		d->message_group_field = config_str(cfg, "message_group_field");
 		d->fifo = d->queue_url != NULL && strlen(d->queue_url) > 5 &&
 			strcmp(d->queue_url + strlen(d->queue_url) - 5, ".fifo") == 0;
+		d->ordered = W.ordering && (d->fifo || evpipe_jsonb_get(&cfg->root, "ordering_key") != NULL);
 		if (d->fifo)
 			d->max_in_flight = 10;	/* one batch in flight, in order */
 		d->slot = ep_rate_slot(d->name);
@@ -452,6 +459,18 @@ add_outcome(int64 id, int attempts, OutcomeKind kind, int status,
 }
 
 /*
+ * A row of an ordered destination became final: once that is recorded, the
+ * next event of its key is the head and may be claimed, so claim (which
+ * records the outcomes first) instead of waiting for a tick.
+ */
+static void
+ordered_row_final(DestConfig *d, OutcomeKind kind)
+{
+	if (d != NULL && d->ordered && kind != OUTCOME_RETRY && kind != OUTCOME_RELEASE)
+		d->backlog = true;
+}
+
+/*
  * Tell the destination's circuit breaker how an attempt ended (failed: a
  * transient failure) and log when that opens or closes it.
  */
@@ -515,6 +534,9 @@ settle_item(DestConfig *d, DeliveryItem *item, ItemResult *res,
 
 	if (d != NULL && !(res->status == 429 && retry_after_ms > 0))
 		breaker_record(d, !res->ok && !res->permanent, res);
+	if (res->ok || res->permanent || item->attempts >= max_attempts ||
+		(d != NULL && retry_too_late(d, item, delay)))
+		ordered_row_final(d, OUTCOME_DEAD);
 
 	if (res->ok)
 	{
@@ -838,6 +860,11 @@ start_request(DestConfig *d, const DeliveryKind *kind, DeliveryRequest *r,
 	SETOPT(r->easy, CURLOPT_SSL_VERIFYHOST, d->tls_verify ? 2L : 0L);
 	SETOPT(r->easy, CURLOPT_TCP_KEEPALIVE, 1L);
 	SETOPT(r->easy, CURLOPT_TCP_NODELAY, 1L);
+	/* every address curl connects to (redirects, proxies) meets the policy */
+	SETOPT(r->easy, CURLOPT_OPENSOCKETFUNCTION, ep_netpolicy_opensocket);
+	SETOPT(r->easy, CURLOPT_OPENSOCKETDATA, &r->netguard);
+	SETOPT(r->easy, CURLOPT_FRESH_CONNECT, ep_netpolicy_fresh_connect());
+	SETOPT(r->easy, CURLOPT_MAXLIFETIME_CONN, ep_netpolicy_max_lifetime());
 	r->errbuf[0] = '\0';
 	if (!ok)
 	{
@@ -996,13 +1023,18 @@ collect_finished(void)
 		else
 		{
 			CURLcode	rc = msg->data.result;
-			const char *what = r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc);
-			bool		permanent = (rc == CURLE_UNSUPPORTED_PROTOCOL ||
+
+			/* the network policy refused the address: permanent, no evidence */
+			bool		refused = (rc == CURLE_COULDNT_CONNECT &&
+								   r->netguard.last_refused);
+			const char *what = refused ? r->netguard.error :
+				r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc);
+			bool		permanent = (refused || rc == CURLE_UNSUPPORTED_PROTOCOL ||
 									 rc == CURLE_URL_MALFORMAT ||
 									 rc == CURLE_TOO_MANY_REDIRECTS);
 
 			/* no answer at all: evidence about the target, not the event */
-			bool		unreachable = (rc == CURLE_COULDNT_CONNECT ||
+			bool		unreachable = !refused && (rc == CURLE_COULDNT_CONNECT ||
 									   rc == CURLE_COULDNT_RESOLVE_HOST ||
 									   rc == CURLE_COULDNT_RESOLVE_PROXY);
 
@@ -1129,6 +1161,35 @@ emit_outcome_events(void)
 }
 
 /*
+ * A final outcome of an ordered destination lets the next event of its key
+ * go: that must not be lost in a crash (the workers commit asynchronously),
+ * or the earlier event would come back after the later one was sent. Such
+ * a transaction commits synchronously.
+ */
+static void
+durable_if_ordered(void)
+{
+	ListCell   *lc;
+	int			i;
+
+	foreach(lc, W.outcomes)
+	{
+		Outcome    *o = lfirst(lc);
+
+		if (o->kind == OUTCOME_RETRY || o->kind == OUTCOME_RELEASE)
+			continue;
+		for (i = 0; i < W.ndests; i++)
+			if (W.dests[i].ordered && strcmp(W.dests[i].name, o->dest) == 0)
+			{
+				(void) set_config_option("synchronous_commit", "on", PGC_SUSET,
+										 PGC_S_OVERRIDE, GUC_ACTION_LOCAL,
+										 true, 0, false);
+				return;
+			}
+	}
+}
+
+/*
  * Record queued outcomes in one statement: delivered rows move to
  * evpipe.delivered, dead ones to evpipe.dead_letters (with a WARNING and a
  * NOTIFY), retries get their next attempt time. Only rows still leased by
@@ -1138,7 +1199,8 @@ emit_outcome_events(void)
 static void
 record_outcomes_in_tx(void)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2] = {NULL, NULL};	/* [W.ordering] */
+	SPIPlanPtr	plan = plans[W.ordering];
 	int			n = list_length(W.outcomes);
 	Datum	   *ids;
 	Datum	   *att;
@@ -1160,6 +1222,7 @@ record_outcomes_in_tx(void)
 
 	if (n == 0)
 		return;
+	durable_if_ordered();
 	if (plan == NULL)
 	{
 		Oid			types[9] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
@@ -1171,7 +1234,7 @@ record_outcomes_in_tx(void)
 		 * arrays hold, and planning this statement costs more than running
 		 * it.
 		 */
-		plan = SPI_prepare_cursor(
+		plan = SPI_prepare_cursor(psprintf(
 						   "WITH r AS ("
 						   " SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),"
 						   "  pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7))"
@@ -1192,15 +1255,15 @@ record_outcomes_in_tx(void)
 						   " DELETE FROM evpipe.outbox o USING mine m WHERE o.id = m.id AND m.outcome IN ('dead', 'expired')"
 						   " RETURNING o.event_id, o.destination,"
 						   "  CASE m.outcome WHEN 'expired' THEN o.attempts - 1 ELSE o.attempts END,"
-						   "  o.created_at, o.first_attempt_at, m.status, m.error, m.excerpt),"
+						   "  o.created_at, o.first_attempt_at, m.status, m.error, m.excerpt%s),"
 						   " dead_ins AS ("
 						   " INSERT INTO evpipe.dead_letters AS x (event_id, event_type, source, destination,"
 						   "  attempts, created_at, first_attempt_at, last_attempt_at, last_status, last_error,"
-						   "  response_excerpt, traceparent, event)"
+						   "  response_excerpt, traceparent, event%s)"
 						   " SELECT d.event_id, e.event_type, e.source, d.destination, d.attempts, d.created_at,"
-						   "  d.first_attempt_at, pg_catalog.now(), d.status, d.error, d.excerpt, e.traceparent, e.event"
+						   "  d.first_attempt_at, pg_catalog.now(), d.status, d.error, d.excerpt, e.traceparent, e.event%s"
 						   " FROM dead d JOIN evpipe.events e USING (event_id)"
-						   " ON CONFLICT (event_id, destination) DO UPDATE SET attempts = excluded.attempts,"
+						   " ON CONFLICT (event_id, destination) DO UPDATE SET attempts = excluded.attempts,%s"
 						   "  last_attempt_at = excluded.last_attempt_at, last_status = excluded.last_status,"
 						   "  last_error = excluded.last_error, response_excerpt = excluded.response_excerpt,"
 						   "  dead_at = pg_catalog.now()"
@@ -1222,9 +1285,14 @@ record_outcomes_in_tx(void)
 						   " SELECT d.event_id, d.destination, d.attempts, d.last_status, d.last_error,"
 						   "  (SELECT pg_catalog.count(*) FROM notified)"
 						   " FROM dead_ins d",
+						   W.ordering ? ", o.ordering_key" : "",
+						   W.ordering ? ", ordering_key" : "",
+						   W.ordering ? ", d.ordering_key" : "",
+						   W.ordering ? " ordering_key = excluded.ordering_key," : ""),
 						   9, types, CURSOR_OPT_GENERIC_PLAN);
 		if (plan == NULL || SPI_keepplan(plan) != 0)
 			elog(ERROR, "evpipe: could not prepare the outcome statement");
+		plans[W.ordering] = plan;
 	}
 
 	ids = palloc(sizeof(Datum) * n);
@@ -1433,6 +1501,7 @@ claim_expired(DestConfig *d, DeliveryItem *item, HeapTuple tup, TupleDesc desc)
 					 age_us / USECS_PER_SEC, d->max_age_ms,
 					 last_error ? "; last error: " : "", last_error ? last_error : "");
 	ep_metric_add(EP_MK_DELIVERY, d->name, item->event_type, EP_M_DEAD, 1);
+	ordered_row_final(d, OUTCOME_EXPIRED);
 	add_outcome(item->outbox_id, item->attempts, OUTCOME_EXPIRED,
 				isnull ? 0 : DatumGetInt32(status), error, NULL, 0,
 				item->event_id, d->name);
@@ -1523,7 +1592,6 @@ item_copy(DeliveryItem *src)
 static void
 claim_and_start(void)
 {
-	static SPIPlanPtr plan = NULL;
 	int			free_slots = evpipe_max_in_flight - W.nactive;
 	Datum	   *names;
 	Datum	   *limits;
@@ -1590,6 +1658,8 @@ claim_and_start(void)
 
 	if (n > 0)
 	{
+		static SPIPlanPtr claim_plans[2] = {NULL, NULL};	/* [W.ordering] */
+		SPIPlanPtr	plan = claim_plans[W.ordering];
 		Datum		values[6];
 		int			rc;
 		static const char *const claim_plan_off[] = {
@@ -1609,14 +1679,14 @@ claim_and_start(void)
 			 * same), and planning every claim cost a fifth of a worker's
 			 * time at full speed.
 			 */
-			plan = SPI_prepare_cursor(
+			plan = SPI_prepare_cursor(psprintf(
 							   "WITH c AS ("
 							   " SELECT x.id, d.lease_ms, d.grp FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
 							   "  pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($6))"
 							   "  AS d(name, lim, lease_ms, grp, fifo)"
 							   " CROSS JOIN LATERAL ("
 							   "  SELECT o.id FROM evpipe.outbox o"
-							   "  WHERE o.destination = d.name AND o.next_attempt_at <= pg_catalog.now()"
+							   "  WHERE o.destination = d.name AND o.next_attempt_at <= pg_catalog.now()%s"
 							   /* FIFO: one batch in flight for the destination, oldest first */
 							   "   AND (NOT d.fifo OR (pg_catalog.pg_try_advisory_xact_lock("
 							   "     pg_catalog.hashtext('evpipe.fifo:' || d.name))"
@@ -1646,9 +1716,18 @@ claim_and_start(void)
 							   " FROM u JOIN evpipe.events e ON e.event_id = u.event_id"
 							   " JOIN evpipe.destinations dst ON dst.name = u.destination"
 							   " ORDER BY u.destination, u.id",
+							   /*
+								* ordered rows: only the head of its key, the
+								* oldest row of the key still in the outbox
+								*/
+							   W.ordering ?
+							   " AND (o.ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM evpipe.outbox p"
+							   "  WHERE p.destination = o.destination AND p.ordering_key = o.ordering_key"
+							   "  AND p.id < o.id))" : ""),
 							   6, types, CURSOR_OPT_GENERIC_PLAN);
 			if (plan == NULL || SPI_keepplan(plan) != 0)
 				elog(ERROR, "evpipe: could not prepare the claim statement");
+			claim_plans[W.ordering] = plan;
 		}
 		values[0] = PointerGetDatum(construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT));
 		values[1] = PointerGetDatum(construct_array(limits, n, INT4OID, 4, true, TYPALIGN_INT));

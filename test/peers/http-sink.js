@@ -7,7 +7,8 @@
 // hangMs, delayMs, body, failEachTimes}, GET /_control/stats.
 // failEachTimes N: the first N requests of each event (its Idempotency-Key)
 // answer failStatus (default 503), later ones succeed: a target that fails
-// per event, not one that is down.
+// per event, not one that is down. failBodyIncludes S: requests whose body
+// contains S answer failStatus (default 503), every time.
 'use strict';
 const { maxPerSecond } = require('./window');
 const { serveLoopback } = require('./serve');
@@ -100,7 +101,10 @@ const handler = (req, res) => {
       const key = req.headers['idempotency-key'];
       const tries = b.failEachTimes > 0 && key ? (b.seen.get(key) || 0) + 1 : 0;
       if (tries) b.seen.set(key, tries);
-      if (tries && tries <= b.failEachTimes) {
+      if (b.failBodyIncludes && body.includes(b.failBodyIncludes)) {
+        status = b.failStatus || 503;
+        answer = JSON.stringify({ error: `injected ${status} for this body` });
+      } else if (tries && tries <= b.failEachTimes) {
         status = b.failStatus || 503;
         answer = JSON.stringify({ error: `injected ${status} (attempt ${tries} of this event)` });
       } else if (b.failTimes > 0) {
