@@ -14,7 +14,7 @@
 //   BENCH_CHURN_SECONDS   churn of item 8 (900; 3600 for the hour of the issue)
 //   BENCH_CHURN_SAMPLE    seconds between outbox size samples (60)
 //   BENCH_EVENT_RETENTION evpipe.event_retention and evpipe.delivered_retention of item 8b churn ('10min'; 0 keeps all)
-//   BENCH_ONLY            comma list of items to run (1,2,3,4,5,6,7,8 or 8a scale, 8b churn)
+//   BENCH_ONLY            comma list of items to run (1,2,3,4,5,6,7,8 or 8a scale, 8b churn, 9 ordered)
 //   BENCH_OUT             output directory (docs/bench)
 //   BENCH_RENDER_ONLY=1   only redraw results.md and the plots from BENCH_OUT/results.json
 //   BENCH_MERGE=DIR       take the items of DIR/results.json (a separate run) into BENCH_OUT, redraw
@@ -1019,6 +1019,24 @@ function render(made) {
     L();
   }
 
+  if (S['9']) {
+    const s = S['9'];
+    L(`## 9. Ordered delivery vs unordered${took('9')}`);
+    L();
+    if (s.error || !s.ordered) L(`Failed: ${s.error ? s.error.split('\n')[0] : 'no result'}.`);
+    else {
+      L('| run | events | seconds | delivered/s |');
+      L('|---|---|---|---|');
+      L(`| unordered | ${fmt(s.unordered.n)} | ${s.unordered.seconds} | ${fmt(s.unordered.rate)} |`);
+      L(`| ordered, \`ordering_key\` over ${fmt(s.keys)} keys | ${fmt(s.ordered.n)} | ${s.ordered.seconds} | ${fmt(s.ordered.rate)} |`);
+      L();
+      L(`${fmt(s.n)} events each, ingested in one transaction, then drained to the same local HTTP sink with default settings; the`);
+      L(`ordered run's sink log has ${fmt(s.outOfOrder)} events out of their key's order. Target: ordered >= 0.7x unordered.`);
+      checks.push(['9. ordered / unordered delivery', `${s.ratio}x`, '>= 0.7x', s.ratio >= 0.7]);
+    }
+    L();
+  }
+
   L('## Targets (mechanical)');
   L();
   L('| item | measured | target | met |');
@@ -1044,6 +1062,53 @@ function readAnalysis() {
     if (a >= 0 && b > a) return old.slice(a, b + ANALYSIS_END.length);
   } catch (e) { /* first run */ }
   return dflt;
+}
+
+// Item 9: ordered delivery (ordering_key, 1,000 keys) against unordered delivery,
+// the same number of events to the same sink in the same run, one after the other.
+async function orderingItem() {
+  if (!want('9')) return;
+  const pg = await cluster();
+  const sink = await startPeer('http-sink');
+  const KEYS = 1000;
+  try {
+    await describe(pg);
+    await section('9', `Ordered delivery (${KEYS.toLocaleString('en')} keys) vs unordered, same sink`, async (S) => {
+      await pg.query(`SELECT evpipe.register_event_type('BENCH_ORD', '{"type": "object"}')`);
+      await pg.query(`SELECT evpipe.register_event_type('BENCH_UNORD', '{"type": "object"}')`);
+      await pg.query(`SELECT evpipe.create_destination('bench-unordered', 'http', $1::jsonb)`, [JSON.stringify({ url: `${sink.url}/u` })]);
+      await pg.query(`SELECT evpipe.create_destination('bench-ordered', 'http', $1::jsonb)`,
+        [JSON.stringify({ url: `${sink.url}/o`, ordering_key: 'payload.k' })]);
+      await pg.query("SELECT evpipe.add_route('BENCH_UNORD', 'bench-unordered')");
+      await pg.query("SELECT evpipe.add_route('BENCH_ORD', 'bench-ordered')");
+      const run = async (type, dest, prefix) => {
+        await pg.query(`SELECT count(evpipe.ingest(jsonb_build_object('eventId', '${prefix}-' || g, 'eventType', '${type}',
+          'source', 'bench', 'payload', jsonb_build_object('n', g, 'k', 'key-' || (g % ${KEYS})), 'timestamp', '2026-11-21T10:00:00Z')))
+          FROM generate_series(1, ${HTTP_N}) g`);
+        const d = await drain(pg, dest, 600000);
+        const n = (await pg.query('SELECT count(*)::int AS n FROM evpipe.delivered WHERE destination = $1', [dest]))[0].n;
+        return { n, seconds: round(d.seconds, 2), rate: round(n / d.seconds), timedOut: d.timedOut };
+      };
+      S.n = HTTP_N;
+      S.keys = KEYS;
+      S.unordered = await run('BENCH_UNORD', 'bench-unordered', 'u');
+      S.ordered = await run('BENCH_ORD', 'bench-ordered', 'o');
+      // every key's events arrived one at a time, in ingest order
+      const got = await sink.control('GET', '/_control/requests?path=/o');
+      const last = new Map();
+      S.outOfOrder = 0;
+      for (const r of got.sort((a, b) => a.seq - b.seq)) {
+        const b = JSON.parse(r.body);
+        if ((last.get(b.payload.k) || 0) > b.payload.n) S.outOfOrder++;
+        last.set(b.payload.k, b.payload.n);
+      }
+      S.ratio = round(S.ordered.rate / S.unordered.rate, 2);
+      log(`   unordered ${S.unordered.rate}/s, ordered ${S.ordered.rate}/s (${KEYS} keys): ratio ${S.ratio}; out of order: ${S.outOfOrder}`);
+    });
+  } finally {
+    await pg.stop();
+    await sink.stop();
+  }
 }
 
 // BENCH_MERGE=DIR: the items measured in DIR's run (say, the hour of churn run on its
@@ -1089,6 +1154,7 @@ async function main() {
   await deliveryItems();
   await scaleItem();
   await churnItem();
+  await orderingItem();
   R.totalSeconds = (performance.now() - t0) / 1000;
   const made = plots();
   fs.writeFileSync(path.join(OUT, 'results.md'), render(made));
