@@ -151,14 +151,14 @@ ep_netpolicy_parse(const char *list, char *err, size_t errlen)
 			n++;
 	if (n > EP_NETPOLICY_MAX_CIDRS)
 	{
-		snprintf(err, errlen, "the list has more than %d entries",
+		snprintf(err, errlen, "The list has more than %d entries",
 				 EP_NETPOLICY_MAX_CIDRS);
 		return NULL;
 	}
 	p = calloc(1, sizeof(EpNetPolicy) + n * sizeof(EpCidr));
 	if (p == NULL)
 	{
-		snprintf(err, errlen, "out of memory");
+		snprintf(err, errlen, "Out of memory");
 		return NULL;
 	}
 	for (q = s; isspace((unsigned char) *q); q++)
@@ -181,7 +181,7 @@ ep_netpolicy_parse(const char *list, char *err, size_t errlen)
 			len--;
 		if (len == 0)
 		{
-			snprintf(err, errlen, "the list has an empty entry");
+			snprintf(err, errlen, "The list has an empty entry");
 			free(p);
 			return NULL;
 		}
