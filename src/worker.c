@@ -17,6 +17,7 @@
 #include <curl/curl.h>
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "common/base64.h"
@@ -1161,35 +1162,6 @@ emit_outcome_events(void)
 }
 
 /*
- * A final outcome of an ordered destination lets the next event of its key
- * go: that must not be lost in a crash (the workers commit asynchronously),
- * or the earlier event would come back after the later one was sent. Such
- * a transaction commits synchronously.
- */
-static void
-durable_if_ordered(void)
-{
-	ListCell   *lc;
-	int			i;
-
-	foreach(lc, W.outcomes)
-	{
-		Outcome    *o = lfirst(lc);
-
-		if (o->kind == OUTCOME_RETRY || o->kind == OUTCOME_RELEASE)
-			continue;
-		for (i = 0; i < W.ndests; i++)
-			if (W.dests[i].ordered && strcmp(W.dests[i].name, o->dest) == 0)
-			{
-				(void) set_config_option("synchronous_commit", "on", PGC_SUSET,
-										 PGC_S_OVERRIDE, GUC_ACTION_LOCAL,
-										 true, 0, false);
-				return;
-			}
-	}
-}
-
-/*
  * Record queued outcomes in one statement: delivered rows move to
  * evpipe.delivered, dead ones to evpipe.dead_letters (with a WARNING and a
  * NOTIFY), retries get their next attempt time. Only rows still leased by
@@ -1222,7 +1194,6 @@ record_outcomes_in_tx(void)
 
 	if (n == 0)
 		return;
-	durable_if_ordered();
 	if (plan == NULL)
 	{
 		Oid			types[9] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
@@ -1582,6 +1553,29 @@ item_copy(DeliveryItem *src)
 }
 
 /*
+ * Before an ordered destination's rows go out, the outcomes that made them
+ * the heads of their keys must be durable: the workers commit
+ * asynchronously, and a crash that lost an earlier event's final outcome
+ * would send it again after the later one. That outcome's commit record
+ * precedes this claim's (the claim saw it), so flushing the WAL up to this
+ * claim's commit covers it; the flush is a no-op once the WAL writer got
+ * there. Function rows send nothing and need no flush.
+ */
+static void
+ordered_claims_durable(ClaimPlan *plans, int n)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if (plans[i].dest->ordered && plans[i].items != NIL &&
+			strcmp(plans[i].dest->kind, "function") != 0)
+		{
+			XLogFlush(XactLastCommitEnd);
+			return;
+		}
+}
+
+/*
  * One short transaction: record pending outcomes, then claim due rows for
  * each destination with capacity (and rate-limit reservations) and lease
  * them. Function rows are delivered right here, each in a subtransaction,
@@ -1796,6 +1790,7 @@ claim_and_start(void)
 		record_outcomes_in_tx();
 	}
 	commit_tx();
+	ordered_claims_durable(plans, n);
 	claimed_at = GetCurrentTimestamp();
 	W.last_claim = claimed_at;
 
