@@ -6,7 +6,8 @@
  *
  * Every batch is its own short transaction deleting at most
  * EP_RETENTION_BATCH rows, and a round runs at most ROUND_BATCHES batches
- * per table (and about ROUND_BUDGET_MS): producers never wait behind a long
+ * per table and about ROUND_BUDGET_MS in all, then worker 0 delivers for at
+ * least as long before the next round: producers never wait behind a long
  * transaction, no lock stronger than ROW EXCLUSIVE is taken, and autovacuum
  * sees a steady trickle of dead rows rather than a storm.
  *
@@ -43,9 +44,9 @@
 
 /* batches per table in one round, and the round's time budget */
 #define ROUND_BATCHES 10
-#define ROUND_BUDGET_MS 500
+#define ROUND_BUDGET_MS 250
 /* pause between rounds while a table still has old rows to remove */
-#define BACKLOG_PAUSE_MS 100
+#define BACKLOG_PAUSE_MS 250
 
 /* when the last round started, and whether it left work behind */
 static TimestampTz last_round = 0;
