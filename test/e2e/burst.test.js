@@ -136,6 +136,9 @@ test('sqs: a burst arrives promptly, in batches of at most 10', async () => {
     } else await sleep(100);
   }
   assert.equal(ids.size, BURST, 'every event is in the queue');
+  const sends = (await sqs.control('GET', '/_control/log')).filter((l) => l.target.endsWith('SendMessageBatch') && l.status === 200);
+  assert.ok(sends.every((l) => l.entries >= 1 && l.entries <= 10), 'at most 10 entries per request');
+  assert.ok(sends.length >= BURST / 10 && sends.length < BURST / 2, `batched: ${sends.length} requests for ${BURST} events`);
 });
 
 test('a target that fails each event twice, then accepts it: all delivered after three attempts, the breaker stays closed', async () => {
