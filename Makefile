@@ -5,7 +5,7 @@ OBJS = src/evpipe.o src/ingest.o src/jsonschema.o src/mapping.o src/jsonutil.o s
 DATA = sql/evpipe--0.1.0.sql sql/evpipe--0.2.0.sql sql/evpipe--0.1.0--0.2.0.sql
 PGFILEDESC = "evpipe - event pipeline inside PostgreSQL"
 
-REGRESS = setup envelope schema dedup routing sources admin roles batch badinput operations deliveries
+REGRESS = setup envelope schema dedup routing sources admin roles batch badinput operations netpolicy deliveries
 REGRESS_OPTS = --temp-config=test/regress.conf
 ISOLATION = concurrent_dedup
 ISOLATION_OPTS = --inputdir=test/isolation --temp-config=test/regress.conf

@@ -375,6 +375,117 @@ $$;
 COMMENT ON FUNCTION evpipe.drop_source(text) IS
 	'Forget a source mapping and its role bindings; returns whether it existed';
 
+-- Refuse a destination URL whose host is a link-local or cloud metadata address (any notation).
+CREATE FUNCTION evpipe._check_destination_host(key text, url text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	raw text;
+	host text := '';
+	addr inet;
+	v4 inet;
+	parts text[];
+	p text;
+	n numeric;
+	val numeric := 0;
+	i int := 1;
+	rule text;
+BEGIN
+	-- the host: after the scheme and any user info, up to the path, query or fragment
+	raw := pg_catalog.substring(url, '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^/?#]*@)?([^/?#]*)');
+	IF raw IS NULL THEN
+		RETURN;
+	END IF;
+	-- curl decodes %XX in a host name: decode once, as it does
+	WHILE i <= pg_catalog.length(raw) LOOP
+		IF pg_catalog.substr(raw, i, 3) ~ '^%[0-9A-Fa-f]{2}$' AND pg_catalog.substr(raw, i + 1, 2) <> '00' THEN
+			host := host || pg_catalog.chr(('x' || pg_catalog.substr(raw, i + 1, 2))::bit(8)::int);
+			i := i + 3;
+		ELSE
+			host := host || pg_catalog.substr(raw, i, 1);
+			i := i + 1;
+		END IF;
+	END LOOP;
+	IF host LIKE '[%' THEN
+		-- an IPv6 literal: [address%zone]:port
+		host := pg_catalog.substring(host, '^\[([0-9A-Fa-f:.]+)(?:%[^\]]*)?\]');
+		IF host IS NULL THEN
+			RETURN;
+		END IF;
+		BEGIN
+			addr := host::inet;
+		EXCEPTION WHEN invalid_text_representation THEN
+			RETURN;
+		END;
+		host := '[' || host || ']';
+	ELSE
+		-- IPv4 in every form curl and inet_aton accept: 1 to 4 parts, each decimal, 0x hex or 0 octal;
+		-- the last part fills the remaining bytes (2852039166, 0xA9FEA9FE, 0251.0376.0251.0376, 169.254.43518)
+		host := pg_catalog.regexp_replace(pg_catalog.regexp_replace(host, ':[0-9]*$', ''), '\.$', '');
+		IF host !~* '^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}$' THEN
+			RETURN;
+		END IF;
+		parts := pg_catalog.string_to_array(host, '.');
+		FOR i IN 1 .. pg_catalog.cardinality(parts) LOOP
+			p := parts[i];
+			IF p ~* '^0x' THEN
+				p := pg_catalog.ltrim(pg_catalog.substr(p, 3), '0');
+				IF pg_catalog.length(p) > 8 THEN
+					RETURN;
+				END IF;
+				n := ('x' || pg_catalog.lpad(p, 16, '0'))::bit(64)::bigint;
+			ELSIF p ~ '^0' THEN
+				IF p ~ '[89]' OR pg_catalog.length(p) > 12 THEN
+					RETURN;
+				END IF;
+				n := 0;
+				FOR k IN 2 .. pg_catalog.length(p) LOOP
+					n := n * 8 + pg_catalog.substr(p, k, 1)::int;
+				END LOOP;
+			ELSE
+				IF pg_catalog.length(p) > 10 THEN
+					RETURN;
+				END IF;
+				n := p::numeric;
+			END IF;
+			IF i < pg_catalog.cardinality(parts) THEN
+				IF n > 255 THEN
+					RETURN;
+				END IF;
+				val := val + n * 2 ^ (8 * (4 - i));
+			ELSE
+				IF n >= 2 ^ (8 * (5 - i)) THEN
+					RETURN;
+				END IF;
+				val := val + n;
+			END IF;
+		END LOOP;
+		addr := '0.0.0.0'::inet + val::bigint;
+	END IF;
+	-- IPv4 embedded in IPv6: mapped ::ffff:0:0/96, compatible ::/96, NAT64 64:ff9b::/96
+	IF pg_catalog.family(addr) = 6 AND (addr << '::ffff:0.0.0.0/96' OR addr << '::/96' OR addr << '64:ff9b::/96') THEN
+		v4 := '0.0.0.0'::inet + (addr - pg_catalog.network(pg_catalog.set_masklen(addr, 96)));
+	ELSIF pg_catalog.family(addr) = 4 THEN
+		v4 := addr;
+	END IF;
+	IF v4 = '169.254.169.254' OR addr = 'fd00:ec2::254' THEN
+		rule := 'cloud metadata';
+	ELSIF v4 << '169.254.0.0/16' OR addr << 'fe80::/10' THEN
+		rule := 'link-local';
+	ELSE
+		RETURN;
+	END IF;
+	RAISE EXCEPTION 'destination % host % is a % address', key, host, rule USING ERRCODE = '22023',
+		DETAIL = pg_catalog.format('The host is the address %s. Destinations may not connect to link-local '
+			'addresses (169.254.0.0/16, fe80::/10) or cloud metadata addresses (169.254.169.254, fd00:ec2::254), '
+			'in any notation.', pg_catalog.host(addr)),
+		HINT = 'Host names are checked when connecting, against the same rule and evpipe.destination_networks.';
+END
+$$;
+COMMENT ON FUNCTION evpipe._check_destination_host(text, text) IS
+	'Internal: refuse a destination URL whose host is a link-local or cloud metadata address';
+
 -- Validate a destination config for its kind; raise 22023 naming the key.
 CREATE FUNCTION evpipe._check_destination(kind text, config jsonb)
 RETURNS void
@@ -465,6 +576,9 @@ BEGIN
 		IF url IS NOT NULL AND url !~* '^https?://[^/?#\s@]+(/[^\s]*)?$' THEN
 			RAISE EXCEPTION 'config key "%" must be an http or https URL', k USING ERRCODE = '22023',
 				DETAIL = pg_catalog.format('Got %s.', url);
+		END IF;
+		IF url IS NOT NULL THEN
+			PERFORM evpipe._check_destination_host(k, url);
 		END IF;
 	END LOOP;
 	IF kind = 'sqs' AND (config ? 'access_key_id') <> (config ? 'secret_access_key') THEN
