@@ -120,6 +120,7 @@ static struct
 	TimestampTz linger_until;	/* wait briefly, unannounced, until then */
 	TimestampTz last_maintenance;
 	TimestampTz last_expiry;		/* last max_age_ms sweep (worker 0) */
+	TimestampTz last_release;	/* last stale-lease release (worker 0) */
 	ResourceOwner owner;		/* for resources used between transactions */
 	uint64		delivered_total;
 } W;
@@ -1088,6 +1089,45 @@ commit_tx(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
+/*
+ * Release leases held by processes that are no longer delivery workers (a
+ * crash, a restart, rows restored from a dump taken while they were in
+ * flight) now rather than at their expiry. Leased rows have next_attempt_at
+ * at the lease's end: each destination's future range of the claim index.
+ * Requires an open transaction.
+ */
+static void
+release_stale_leases(void)
+{
+	static const char *const plan_off[] = {
+		"enable_hashjoin", "enable_mergejoin", "enable_seqscan", "enable_bitmapscan"};
+	static SPIPlanPtr plan = NULL;
+
+	if (plan == NULL)
+	{
+		plan = SPI_prepare_cursor("UPDATE evpipe.outbox o SET next_attempt_at = pg_catalog.now(),"
+								  " leased_by = NULL, lease_until = NULL"
+								  " FROM (SELECT x.id FROM evpipe.destinations d CROSS JOIN LATERAL ("
+								  "  SELECT l.id FROM evpipe.outbox l WHERE l.destination = d.name"
+								  "   AND l.next_attempt_at > pg_catalog.now() AND l.leased_by IS NOT NULL"
+								  "   AND l.lease_until > pg_catalog.now()"
+								  "   AND l.leased_by <> ALL (ARRAY(SELECT pid FROM pg_catalog.pg_stat_activity"
+								  "    WHERE backend_type = 'evpipe delivery worker'))"
+								  "  FOR UPDATE SKIP LOCKED) x) s"
+								  " WHERE o.id = s.id",
+								  0, NULL, CURSOR_OPT_GENERIC_PLAN);
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "evpipe: could not prepare the lease release statement");
+	}
+	if (evpipe_execute_plan_with_off(plan, NULL, NULL, plan_off,
+									 lengthof(plan_off)) != SPI_OK_UPDATE)
+		elog(ERROR, "evpipe: releasing stale leases failed");
+	if (SPI_processed > 0)
+		ereport(LOG,
+				(errmsg("evpipe event=leases_released rows=" UINT64_FORMAT " reason=\"holder is gone\"",
+						SPI_processed)));
+}
+
 /* Whether the extension is installed in our database. */
 static bool
 extension_ready(void)
@@ -1099,21 +1139,7 @@ extension_ready(void)
 		OidIsValid(get_relname_relid("outbox", get_namespace_oid("evpipe", true)));
 	if (ready)
 	{
-		/*
-		 * Leases held by processes that are no longer delivery workers (a
-		 * crash, a restart) are released now rather than at expiry.
-		 */
-		if (SPI_execute("UPDATE evpipe.outbox SET next_attempt_at = pg_catalog.now(),"
-						" leased_by = NULL, lease_until = NULL"
-						" WHERE leased_by IS NOT NULL AND lease_until > pg_catalog.now()"
-						" AND leased_by NOT IN (SELECT pid FROM pg_catalog.pg_stat_activity"
-						"  WHERE backend_type = 'evpipe delivery worker')",
-						false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "evpipe: releasing stale leases failed");
-		if (SPI_processed > 0)
-			ereport(LOG,
-					(errmsg("evpipe event=leases_released rows=" UINT64_FORMAT " reason=\"holder is gone\"",
-							SPI_processed)));
+		release_stale_leases();
 		if (!W.dests_valid || W.dests == NULL)
 			load_destinations();
 	}
@@ -2299,6 +2325,14 @@ evpipe_worker_main(Datum arg)
 				else if (W.outcomes != NIL)
 					record_outcomes();
 				/* max_age_ms: every minute, or sooner for short ones */
+				/* leases of processes that are gone: every 10 s */
+				if (index == 0 && now - W.last_release > 10 * USECS_PER_SEC)
+				{
+					W.last_release = now;
+					begin_tx("evpipe: releasing leases of processes that are gone");
+					release_stale_leases();
+					commit_tx();
+				}
 				if (index == 0 && now - W.last_expiry > expiry_interval_us())
 				{
 					W.last_expiry = now;

@@ -177,3 +177,21 @@ test("errors inside the worker's own transactions are logged and retried, never 
   await account('b-', 20, 'b', 60000);
   assert.equal((await arrived('/b')).unique, 20);
 });
+
+test('rows leased by a process that is gone (a restore of rows in flight, a lost host) are released within seconds, not at lease end', async () => {
+  await pg.query(`SELECT evpipe.register_event_type('ORPHAN', '{"type": "object"}')`);
+  await pg.query(`SELECT evpipe.create_destination('orphan', 'http', $1::jsonb)`, [JSON.stringify({ url: `${sink.url}/orphan` })]);
+  await pg.query("SELECT evpipe.add_route('ORPHAN', 'orphan')");
+  await pg.query("SELECT evpipe.pause_destination('orphan')");
+  await ingestRange('ORPHAN', 'orph-', 0, 20);
+  // as if a worker that no longer exists had claimed them, with ten minutes of lease left
+  await pg.query(`UPDATE evpipe.outbox SET attempts = 1, leased_by = 2147483000, lease_until = now() + interval '10 minutes',
+    next_attempt_at = now() + interval '10 minutes' WHERE destination = 'orphan'`);
+  const mark = pg.log().length;
+  await pg.query("SELECT evpipe.resume_destination('orphan')");
+  const t0 = Date.now();
+  await account('orph-', 20, 'orphan', 30000);
+  assert.ok(Date.now() - t0 < 25000, 'released by the periodic check (every 10 s), long before the lease ends');
+  assert.match(pg.log().slice(mark), /event=leases_released rows=20 reason="holder is gone"/);
+  assert.equal((await arrived('/orphan')).unique, 20);
+});
