@@ -10,6 +10,7 @@ const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { startCluster, freePort, sleep } = require('./lib/cluster');
 const { startPeer } = require('./lib/peers');
+const { evpipeApi } = require('./lib/api');
 const {
   SQSClient, CreateQueueCommand, ReceiveMessageCommand, DeleteMessageBatchCommand,
 } = require('../peers/node_modules/@aws-sdk/client-sqs');
@@ -23,10 +24,7 @@ let gql;
 let sqs;
 let client;
 
-const q = (sql, params) => pg.query(sql, params);
-const dest = (name, kind, config) => q('SELECT evpipe.create_destination($1, $2, $3::jsonb)', [name, kind, JSON.stringify(config)]);
-const route = (type, d) => q('SELECT evpipe.add_route($1, $2)', [type, d]);
-const type = (name) => q(`SELECT evpipe.register_event_type($1, '{"type": "object"}')`, [name]);
+const { q, dest, route, type } = evpipeApi(() => pg);
 const count = async (sql, params) => (await q(sql, params))[0].n;
 
 // n events of one type in one transaction (one statement)

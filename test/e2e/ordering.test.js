@@ -8,14 +8,12 @@ const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { startCluster, sleep } = require('./lib/cluster');
 const { startPeer } = require('./lib/peers');
+const { evpipeApi } = require('./lib/api');
 
 let pg;
 let sink;
 
-const q = (sql, params) => pg.query(sql, params);
-const dest = (name, kind, config) => q('SELECT evpipe.create_destination($1, $2, $3::jsonb)', [name, kind, JSON.stringify(config)]);
-const route = (type, d) => q('SELECT evpipe.add_route($1, $2)', [type, d]);
-const type = (name) => q(`SELECT evpipe.register_event_type($1, '{"type": "object"}')`, [name]);
+const { q, dest, route, type } = evpipeApi(() => pg);
 const waitDone = (d, n, ms = 60000) => pg.waitFor(
   `SELECT (SELECT count(*) FROM evpipe.delivered WHERE destination = $1)::int
      + (SELECT count(*) FROM evpipe.dead_letters WHERE destination = $1)::int AS n`, (r) => r[0].n >= n, ms, [d]);
