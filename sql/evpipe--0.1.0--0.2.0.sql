@@ -113,6 +113,7 @@ END
 $$;
 COMMENT ON FUNCTION evpipe._check_destination_host(text, text) IS
 	'Internal: refuse a destination URL whose host is a link-local or cloud metadata address';
+REVOKE ALL ON FUNCTION evpipe._check_destination_host(text, text) FROM PUBLIC;	-- as the install script does for every function
 
 -- Validate a destination config for its kind; raise 22023 naming the key.
 CREATE OR REPLACE FUNCTION evpipe._check_destination(kind text, config jsonb)
