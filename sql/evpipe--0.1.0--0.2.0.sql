@@ -123,7 +123,7 @@ AS $$
 DECLARE
 	common text[] := ARRAY['max_attempts', 'timeout_ms', 'backoff_base_ms', 'backoff_max_ms',
 		'rate_limit_per_sec', 'rate_limit_burst', 'enrich', 'max_in_flight', 'tls_verify', 'follow_redirects',
-		'breaker_threshold', 'breaker_max_open_ms', 'breaker_window_ms', 'max_age_ms'];
+		'breaker_threshold', 'breaker_max_open_ms', 'breaker_window_ms', 'max_age_ms', 'ordering_key'];
 	allowed text[];
 	k text;
 	v jsonb;
@@ -244,9 +244,52 @@ SELECT pg_catalog.pg_extension_config_dump('evpipe.delivered', '');
 SELECT pg_catalog.pg_extension_config_dump('evpipe.dead_letters', '');
 SELECT pg_catalog.pg_extension_config_dump('evpipe.dead_letters_id_seq', '');
 
+-- a replayed dead letter is a fresh outbox row: max_age_ms counts from the replay
+CREATE OR REPLACE FUNCTION evpipe.replay_dead_letters(destination text DEFAULT NULL, event_type text DEFAULT NULL,
+	since timestamptz DEFAULT NULL, event_id text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+	n integer;
+BEGIN
+	WITH m AS (
+		DELETE FROM evpipe.dead_letters x
+		WHERE (replay_dead_letters.destination IS NULL OR x.destination = replay_dead_letters.destination)
+			AND (replay_dead_letters.event_type IS NULL OR x.event_type = replay_dead_letters.event_type)
+			AND (replay_dead_letters.since IS NULL OR x.dead_at >= replay_dead_letters.since)
+			AND (replay_dead_letters.event_id IS NULL OR x.event_id = replay_dead_letters.event_id)
+			AND EXISTS (SELECT 1 FROM evpipe.destinations d WHERE d.name = x.destination)
+		RETURNING x.event_id, x.destination, x.ordering_key
+	), i AS (
+		-- a fresh row: max_age_ms and delivery latency count from the replay;
+		-- an ordered one goes after the rows of its key still pending
+		INSERT INTO evpipe.outbox (event_id, destination, ordering_key)
+		SELECT m.event_id, m.destination, m.ordering_key FROM m
+		ON CONFLICT (event_id, destination) DO NOTHING
+		RETURNING 1
+	)
+	SELECT count(*) INTO n FROM i;
+	IF n > 0 THEN
+		PERFORM evpipe._wake_workers();
+	END IF;
+	RETURN n;
+END
+$$;
+
 -- retention (evpipe.event_retention): worker 0 walks old events in ingested_at order through this index,
 -- deleting small batches. CREATE INDEX blocks ingest while it builds; on a large events table build it
 -- first with CREATE INDEX CONCURRENTLY IF NOT EXISTS events_ingested_at ON evpipe.events (ingested_at).
 CREATE INDEX IF NOT EXISTS events_ingested_at ON evpipe.events (ingested_at);
 COMMENT ON TABLE evpipe.events IS
 	'Accepted events keyed by eventId (the dedup key); event is the normalised canonical envelope that is delivered; kept for evpipe.event_retention unless an outbox row or a dead letter needs it';
+
+-- ordered delivery per key (destination key ordering_key): rows ingested before the upgrade stay unordered
+ALTER TABLE evpipe.outbox ADD COLUMN ordering_key text COLLATE "C";
+CREATE INDEX outbox_ordering ON evpipe.outbox (destination, ordering_key, id) WHERE ordering_key IS NOT NULL;
+COMMENT ON COLUMN evpipe.outbox.ordering_key IS
+	'The event''s value of its destination''s ordering_key (NULL: unordered); a row is claimed only when no earlier row of its key is left';
+ALTER TABLE evpipe.dead_letters ADD COLUMN ordering_key text COLLATE "C";
+COMMENT ON COLUMN evpipe.dead_letters.ordering_key IS
+	'The ordering key this event held (its destination delivers each key in order; the next event of the key went on)';

@@ -128,9 +128,14 @@ CREATE TABLE evpipe.outbox (
 	last_status integer,
 	last_error text,
 	response_excerpt text,
+	ordering_key text COLLATE "C",
 	UNIQUE (event_id, destination)
 );
 CREATE INDEX outbox_due ON evpipe.outbox (destination, next_attempt_at, id);
+-- ordered delivery: an event's row is claimable only when no earlier row of its key is left
+CREATE INDEX outbox_ordering ON evpipe.outbox (destination, ordering_key, id) WHERE ordering_key IS NOT NULL;
+COMMENT ON COLUMN evpipe.outbox.ordering_key IS
+	'The event''s value of its destination''s ordering_key (NULL: unordered); a row is claimed only when no earlier row of its key is left';
 COMMENT ON TABLE evpipe.outbox IS
 	'Work not yet final: one row per (event, destination); workers lease rows by moving next_attempt_at to the lease end';
 
@@ -164,11 +169,14 @@ CREATE TABLE evpipe.dead_letters (
 	response_excerpt text,
 	traceparent text,
 	event jsonb NOT NULL,
+	ordering_key text COLLATE "C",
 	UNIQUE (event_id, destination)
 );
 CREATE INDEX dead_letters_dead_at ON evpipe.dead_letters (dead_at);
 COMMENT ON TABLE evpipe.dead_letters IS
 	'Deliveries that failed for good: why (last_status, last_error, response_excerpt) and what (event); replay with evpipe.replay_dead_letters';
+COMMENT ON COLUMN evpipe.dead_letters.ordering_key IS
+	'The ordering key this event held (its destination delivers each key in order; the next event of the key went on)';
 
 CREATE VIEW evpipe.deliveries AS
 	SELECT o.event_id, o.destination,
@@ -494,7 +502,7 @@ AS $$
 DECLARE
 	common text[] := ARRAY['max_attempts', 'timeout_ms', 'backoff_base_ms', 'backoff_max_ms',
 		'rate_limit_per_sec', 'rate_limit_burst', 'enrich', 'max_in_flight', 'tls_verify', 'follow_redirects',
-		'breaker_threshold', 'breaker_max_open_ms', 'breaker_window_ms', 'max_age_ms'];
+		'breaker_threshold', 'breaker_max_open_ms', 'breaker_window_ms', 'max_age_ms', 'ordering_key'];
 	allowed text[];
 	k text;
 	v jsonb;
@@ -860,11 +868,12 @@ BEGIN
 			AND (replay_dead_letters.since IS NULL OR x.dead_at >= replay_dead_letters.since)
 			AND (replay_dead_letters.event_id IS NULL OR x.event_id = replay_dead_letters.event_id)
 			AND EXISTS (SELECT 1 FROM evpipe.destinations d WHERE d.name = x.destination)
-		RETURNING x.event_id, x.destination
+		RETURNING x.event_id, x.destination, x.ordering_key
 	), i AS (
-		-- a fresh row: max_age_ms and delivery latency count from the replay
-		INSERT INTO evpipe.outbox (event_id, destination)
-		SELECT m.event_id, m.destination FROM m
+		-- a fresh row: max_age_ms and delivery latency count from the replay;
+		-- an ordered one goes after the rows of its key still pending
+		INSERT INTO evpipe.outbox (event_id, destination, ordering_key)
+		SELECT m.event_id, m.destination, m.ordering_key FROM m
 		ON CONFLICT (event_id, destination) DO NOTHING
 		RETURNING 1
 	)
