@@ -118,7 +118,6 @@ static struct
 	bool		ext_ready;
 	TimestampTz last_claim;
 	TimestampTz linger_until;	/* wait briefly, unannounced, until then */
-	TimestampTz last_maintenance;
 	TimestampTz last_expiry;		/* last max_age_ms sweep (worker 0) */
 	TimestampTz last_release;	/* last stale-lease release (worker 0) */
 	ResourceOwner owner;		/* for resources used between transactions */
@@ -1246,7 +1245,11 @@ record_outcomes_in_tx(void)
 						   " ok_ins AS ("
 						   " INSERT INTO evpipe.delivered (event_id, destination, attempts, created_at,"
 						   "  first_attempt_at, last_status)"
-						   " SELECT * FROM ok ON CONFLICT (event_id, destination) DO NOTHING RETURNING 1),"
+						   /* an eventId ingested again after event retention: its newest delivery */
+						   " SELECT * FROM ok ON CONFLICT (event_id, destination) DO UPDATE SET"
+						   "  attempts = excluded.attempts, created_at = excluded.created_at,"
+						   "  first_attempt_at = excluded.first_attempt_at, last_status = excluded.last_status,"
+						   "  delivered_at = pg_catalog.now() RETURNING 1),"
 						   /* expired: the claim counted an attempt that was not made */
 						   " dead AS ("
 						   " DELETE FROM evpipe.outbox o USING mine m WHERE o.id = m.id AND m.outcome IN ('dead', 'expired')"
@@ -2342,7 +2345,6 @@ evpipe_worker_main(Datum arg)
 				if (index == 0 && ep_retention_due(now))
 				{
 					maintenance();
-					W.last_maintenance = now;
 				}
 			}
 		}

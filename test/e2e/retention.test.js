@@ -142,8 +142,12 @@ test('after removal the same eventId is new again: accepted and delivered once m
   assert.equal((await ingest(ev('r-1', 'RET', { v: 1 }))).status, 'duplicate');
   await pg.waitFor("SELECT 1 FROM evpipe.events WHERE event_id = 'r-1'", (r) => r.length === 0, 20000);
   // even with other content: the old event is forgotten
+  const t2 = (await pg.query('SELECT now() AS t'))[0].t;
   assert.equal((await ingest(ev('r-1', 'RET', { v: 2 }))).status, 'accepted');
   await pg.waitFor("SELECT count(*)::int AS n FROM ret_log WHERE event_id = 'r-1'", (r) => r[0].n === 2, 10000);
+  // evpipe.delivered (kept longer than the event) shows the newest delivery, not the first one
+  await pg.waitFor("SELECT delivered_at >= $1 AS newer FROM evpipe.delivered WHERE event_id = 'r-1'",
+    (r) => r.length === 1 && r[0].newer, 10000, [t2]);
   const e = await pg.query("SELECT event->'payload' AS p FROM evpipe.events WHERE event_id = 'r-1'");
   assert.deepEqual(e, [{ p: { v: 2 } }]);
 });
