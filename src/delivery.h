@@ -61,6 +61,7 @@ typedef struct DestConfig
 	char	   *message_group_field;
 	bool		fifo;
 	bool		ordered;		/* ordering_key (or FIFO): one event per key at a time */
+	const struct DeliveryKind *ops; /* its kind (NULL: unknown, never claimed) */
 	/* runtime, owned by the worker */
 	int			slot;			/* shared-memory slot (rate limit, pause) */
 	int			in_flight;		/* rows in flight in this worker */
@@ -129,7 +130,11 @@ typedef struct DeliveryRequest
 	EpNetGuard	netguard;		/* the open-socket policy check (netpolicy.c) */
 } DeliveryRequest;
 
-/* A destination kind that delivers over HTTP. */
+/*
+ * A destination kind. Kinds that talk HTTP (http, sqs, graphql) build one
+ * request for up to max_batch rows and classify the answer; kinds that
+ * deliver in the database (function) deliver each row during the claim.
+ */
 typedef struct DeliveryKind
 {
 	const char *name;
@@ -146,13 +151,17 @@ typedef struct DeliveryKind
 	 * curl completed the exchange (an HTTP status exists).
 	 */
 	void		(*classify) (DeliveryRequest *r, long status);
+	/* in the database: deliver one row now and settle it (engine's outcome.c) */
+	bool		in_database;
+	void		(*deliver) (DestConfig *d, DeliveryItem *item);
 } DeliveryKind;
 
 extern const DeliveryKind http_kind;
 extern const DeliveryKind sqs_kind;
 extern const DeliveryKind graphql_kind;
+extern const DeliveryKind function_kind;
 
-/* Helpers shared by the kinds (worker.c) */
+/* Helpers shared by the kinds (outcome.c, transport.c) */
 extern bool ep_curl_header(DeliveryRequest *r, const char *fmt,...) pg_attribute_printf(2, 3);
 extern void ep_result_set(ItemResult *res, bool ok, bool permanent, int status,
 						  const char *fmt,...) pg_attribute_printf(5, 6);

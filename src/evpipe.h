@@ -73,7 +73,7 @@ extern int	evpipe_execute_plan_with_off(struct _SPI_plan *plan, Datum *values,
 /* ingest.c */
 extern void evpipe_config_invalidate(void);
 
-/* worker.c */
+/* engine.c */
 extern void evpipe_worker_register_all(void);
 PGDLLEXPORT extern void evpipe_worker_main(Datum arg);
 
