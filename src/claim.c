@@ -148,18 +148,7 @@ item_copy(DeliveryItem *src)
 {
 	DeliveryItem *dst = palloc(sizeof(DeliveryItem));
 
-	*dst = *src;
-#define COPY(f) dst->f = src->f ? pstrdup(src->f) : NULL
-	COPY(event_id);
-	COPY(body);
-	COPY(payload);
-	COPY(event_type);
-	COPY(source);
-	COPY(correlation_id);
-	COPY(traceparent);
-	COPY(timestamp);
-	COPY(group);
-#undef COPY
+	ep_item_copy(dst, src);
 	return dst;
 }
 

@@ -111,6 +111,7 @@ extern long ep_launch_due(void);
 extern void ep_collect_finished(void);
 extern DeliveryRequest *ep_new_request(DestConfig *d, int nitems);
 extern void ep_copy_item(DeliveryRequest *r, DeliveryItem *src);
+extern void ep_item_copy(DeliveryItem *dst, const DeliveryItem *src);
 extern void ep_request_free(DeliveryRequest *r);
 
 /* outcome.c */

@@ -450,6 +450,26 @@ ep_record_outcomes(void)
 	ep_commit_tx();
 }
 
+/* Free a list's requests, queueing their rows to be given back. */
+static void
+release_requests(dlist_head *list)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, list)
+	{
+		DeliveryRequest *r = dlist_container(DeliveryRequest, node, iter.cur);
+		int			i;
+
+		dlist_delete(&r->node);
+		for (i = 0; i < r->nitems; i++)
+			ep_add_outcome(r->items[i].outbox_id, r->items[i].attempts,
+						   OUTCOME_RELEASE, 0, NULL, NULL, 0,
+						   r->items[i].event_id, r->dest_name);
+		ep_request_free(r);
+	}
+}
+
 /*
  * Give every in-flight row back (SIGTERM): abort the transfers and make the
  * rows due now, without counting the attempt.
@@ -457,32 +477,8 @@ ep_record_outcomes(void)
 void
 ep_release_in_flight(void)
 {
-	dlist_mutable_iter iter;
-
-	dlist_foreach_modify(iter, &ep_worker.active)
-	{
-		DeliveryRequest *r = dlist_container(DeliveryRequest, node, iter.cur);
-		int			i;
-
-		dlist_delete(&r->node);
-		for (i = 0; i < r->nitems; i++)
-			ep_add_outcome(r->items[i].outbox_id, r->items[i].attempts,
-						OUTCOME_RELEASE, 0, NULL, NULL, 0,
-						r->items[i].event_id, r->dest_name);
-		ep_request_free(r);
-	}
-	dlist_foreach_modify(iter, &ep_worker.scheduled)
-	{
-		DeliveryRequest *r = dlist_container(DeliveryRequest, node, iter.cur);
-		int			i;
-
-		dlist_delete(&r->node);
-		for (i = 0; i < r->nitems; i++)
-			ep_add_outcome(r->items[i].outbox_id, r->items[i].attempts,
-						OUTCOME_RELEASE, 0, NULL, NULL, 0,
-						r->items[i].event_id, r->dest_name);
-		ep_request_free(r);
-	}
+	release_requests(&ep_worker.active);
+	release_requests(&ep_worker.scheduled);
 	ep_worker.nactive = 0;
 	ep_record_outcomes();
 }

@@ -481,11 +481,16 @@ void
 ep_copy_item(DeliveryRequest *r, DeliveryItem *src)
 {
 	MemoryContext old = MemoryContextSwitchTo(r->cxt);
-	DeliveryItem *dst = &r->items[r->nitems++];
 
-	dst->outbox_id = src->outbox_id;
-	dst->attempts = src->attempts;
-	dst->created_us = src->created_us;
+	ep_item_copy(&r->items[r->nitems++], src);
+	MemoryContextSwitchTo(old);
+}
+
+/* Copy an item, its strings in the current memory context. */
+void
+ep_item_copy(DeliveryItem *dst, const DeliveryItem *src)
+{
+	*dst = *src;
 #define COPY(f) dst->f = src->f ? pstrdup(src->f) : NULL
 	COPY(event_id);
 	COPY(body);
@@ -497,5 +502,4 @@ ep_copy_item(DeliveryRequest *r, DeliveryItem *src)
 	COPY(timestamp);
 	COPY(group);
 #undef COPY
-	MemoryContextSwitchTo(old);
 }
