@@ -9,17 +9,15 @@
  */
 #include "postgres.h"
 
-#include "catalog/namespace.h"
+#include "pg_jsonc.h"
+
 #include "common/base64.h"
-#include "executor/spi.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
-#include "utils/jsonb.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 
 #include "engine.h"
+#include "enginedb.h"
 #include "evpipe.h"
 #include "ratelimit.h"
 
@@ -49,76 +47,81 @@ dest_relcache_cb(Datum arg, Oid relid)
 		ep_worker.dests_valid = false;
 }
 
+/* A config member, or NULL. */
+static struct json_object *
+config_get(struct json_object *cfg, const char *key)
+{
+	struct json_object *v = NULL;
+
+	if (cfg == NULL || !json_object_object_get_ex(cfg, key, &v))
+		return NULL;
+	return v;
+}
+
+/* Whether a config member is a number. */
+static bool
+config_is_number(struct json_object *v)
+{
+	return v != NULL && (json_object_is_type(v, json_type_int) ||
+						 json_object_is_type(v, json_type_double));
+}
+
 /* An integer config key, or dflt. */
 static int
-config_int(Jsonb *cfg, const char *key, int dflt)
+config_int(struct json_object *cfg, const char *key, int dflt)
 {
-	JsonbValue *v = evpipe_jsonb_get(&cfg->root, key);
+	struct json_object *v = config_get(cfg, key);
 
-	if (v == NULL || v->type != jbvNumeric)
-		return dflt;
-	return DatumGetInt32(DirectFunctionCall1(numeric_int4,
-											 NumericGetDatum(v->val.numeric)));
+	return config_is_number(v) ? json_object_get_int(v) : dflt;
 }
 
 /* A numeric config key, or dflt. */
 static double
-config_double(Jsonb *cfg, const char *key, double dflt)
+config_double(struct json_object *cfg, const char *key, double dflt)
 {
-	JsonbValue *v = evpipe_jsonb_get(&cfg->root, key);
+	struct json_object *v = config_get(cfg, key);
 
-	if (v == NULL || v->type != jbvNumeric)
-		return dflt;
-	return DatumGetFloat8(DirectFunctionCall1(numeric_float8,
-											  NumericGetDatum(v->val.numeric)));
+	return config_is_number(v) ? json_object_get_double(v) : dflt;
 }
 
 /* A boolean config key, or dflt. */
 static bool
-config_bool(Jsonb *cfg, const char *key, bool dflt)
+config_bool(struct json_object *cfg, const char *key, bool dflt)
 {
-	JsonbValue *v = evpipe_jsonb_get(&cfg->root, key);
+	struct json_object *v = config_get(cfg, key);
 
-	if (v == NULL || v->type != jbvBool)
+	if (v == NULL || !json_object_is_type(v, json_type_boolean))
 		return dflt;
-	return v->val.boolean;
+	return json_object_get_boolean(v);
 }
 
 /* A string config key (palloc'd), or NULL. */
 static char *
-config_str(Jsonb *cfg, const char *key)
+config_str(struct json_object *cfg, const char *key)
 {
-	JsonbValue *v = evpipe_jsonb_get(&cfg->root, key);
+	struct json_object *v = config_get(cfg, key);
 
-	if (v == NULL || v->type != jbvString)
+	if (v == NULL || !json_object_is_type(v, json_type_string))
 		return NULL;
-	return pnstrdup(v->val.string.val, v->val.string.len);
+	return pnstrdup(json_object_get_string(v), json_object_get_string_len(v));
 }
 
 /* Headers object of a config as a list of "Name: value" strings. */
 static List *
-config_headers(Jsonb *cfg)
+config_headers(struct json_object *cfg)
 {
-	JsonbValue *hv = evpipe_jsonb_get(&cfg->root, "headers");
+	struct json_object *hv = config_get(cfg, "headers");
 	List	   *out = NIL;
-	JsonbIterator *it;
-	JsonbValue	k;
-	JsonbValue	v;
-	JsonbIteratorToken tok;
 
-	if (hv == NULL || hv->type != jbvBinary)
+	if (hv == NULL || !json_object_is_type(hv, json_type_object))
 		return NIL;
-	it = JsonbIteratorInit(hv->val.binary.data);
-	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
 	{
-		if (tok != WJB_KEY)
-			continue;
-		tok = JsonbIteratorNext(&it, &v, true);
-		if (v.type != jbvString)
-			continue;
-		out = lappend(out, psprintf("%.*s: %.*s", k.val.string.len,
-									k.val.string.val, v.val.string.len,
-									v.val.string.val));
+		json_object_object_foreach(hv, name, v)
+		{
+			if (!json_object_is_type(v, json_type_string))
+				continue;
+			out = lappend(out, psprintf("%s: %s", name, json_object_get_string(v)));
+		}
 	}
 	return out;
 }
@@ -155,6 +158,7 @@ ep_load_destinations(void)
 	MemoryContext old;
 	uint64		i;
 	dlist_iter	iter;
+	EpRows	   *rows;
 
 	if (ep_worker.dest_cxt == NULL)
 		ep_worker.dest_cxt = AllocSetContextCreate(TopMemoryContext,
@@ -171,43 +175,39 @@ ep_load_destinations(void)
 	ep_worker.ndests = 0;
 	ep_worker.dests = NULL;
 	ep_worker.dests_valid = true;
-	ep_worker.dest_relid = get_relname_relid("destinations",
-									 get_namespace_oid("evpipe", false));
-	ep_worker.outbox_relid = get_relname_relid("outbox", get_namespace_oid("evpipe", false));
-	/* a database still at 0.1.0 has no ordering keys */
-	ep_worker.ordering = get_attnum(ep_worker.outbox_relid, "ordering_key") != InvalidAttrNumber;
+	ep_worker.ordering = ep_db_has_ordering();
 
 	/*
 	 * Read with the latest snapshot: an invalidation consumed before this
 	 * point is for a commit this snapshot sees; one after it clears
 	 * dests_valid again.
 	 */
-	PushActiveSnapshot(GetLatestSnapshot());
-	if (SPI_execute("SELECT name, kind, enabled, config, "
-					"COALESCE((SELECT oid FROM pg_catalog.pg_roles WHERE rolname = owner), 10) "
-					"FROM evpipe.destinations ORDER BY name",
-					true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "evpipe: could not read destinations");
-	PopActiveSnapshot();
+	rows = ep_db_exec(EP_SQL_DESTINATIONS, NULL);
 
 	old = MemoryContextSwitchTo(ep_worker.dest_cxt);
-	ep_worker.ndests = (int) SPI_processed;
-	ep_worker.dests = palloc0(sizeof(DestConfig) * (SPI_processed + 1));
-	for (i = 0; i < SPI_processed; i++)
+	ep_worker.ndests = (int) rows->processed;
+	ep_worker.dests = palloc0(sizeof(DestConfig) * (rows->processed + 1));
+	for (i = 0; i < rows->processed; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
 		DestConfig *d = &ep_worker.dests[i];
-		bool		isnull;
-		Jsonb	   *cfg;
+		const char *cfg_text = ep_cell(rows, i, 3);
+		struct json_object *cfg = cfg_text ? json_tokener_parse(cfg_text) : NULL;
 		char	   *secret;
 
-		d->name = SPI_getvalue(tup, desc, 1);
-		d->kind = SPI_getvalue(tup, desc, 2);
+		if (cfg == NULL || !json_object_is_type(cfg, json_type_object))
+		{
+			if (cfg)
+				json_object_put(cfg);
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("evpipe: the config of destination \"%s\" is not a JSON object",
+							ep_cell(rows, i, 0))));
+		}
+		d->name = pstrdup(ep_cell(rows, i, 0));
+		d->kind = pstrdup(ep_cell(rows, i, 1));
 		d->ops = kind_named(d->kind);
-		d->enabled = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
-		cfg = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 4, &isnull));
-		d->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
+		d->enabled = strcmp(ep_cell(rows, i, 2), "t") == 0;
+		d->owner = (Oid) ep_cell_int(rows, i, 4, 10);
 		d->max_attempts = config_int(cfg, "max_attempts", 8);
 		d->timeout_ms = config_int(cfg, "timeout_ms", 10000);
 		d->backoff_base_ms = config_int(cfg, "backoff_base_ms", 1000);
@@ -239,11 +239,12 @@ ep_load_destinations(void)
 		d->message_group_field = config_str(cfg, "message_group_field");
 		d->fifo = d->queue_url != NULL && strlen(d->queue_url) > 5 &&
 			strcmp(d->queue_url + strlen(d->queue_url) - 5, ".fifo") == 0;
-		d->ordered = ep_worker.ordering && (d->fifo || evpipe_jsonb_get(&cfg->root, "ordering_key") != NULL);
+		d->ordered = ep_worker.ordering && (d->fifo || config_get(cfg, "ordering_key") != NULL);
 		if (d->fifo)
 			d->max_in_flight = 10;	/* one batch in flight, in order */
 		d->slot = ep_rate_slot(d->name);
 		d->backlog = true;		/* unknown: look */
+		json_object_put(cfg);
 		if (!d->tls_verify)
 			ereport(LOG,
 					(errmsg("evpipe event=tls_verify_off destination=%s", d->name),

@@ -324,6 +324,7 @@ evpipe_worker_main(Datum arg)
 
 	memset(&ep_worker, 0, sizeof(ep_worker));
 	ep_worker.index = index;
+	ep_worker.lease_holder = MyProcPid;
 	dlist_init(&ep_worker.active);
 	dlist_init(&ep_worker.scheduled);
 

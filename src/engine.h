@@ -56,6 +56,7 @@ typedef struct Outcome
 typedef struct EpWorker
 {
 	int			index;
+	int32		lease_holder;	/* leased_by of this worker's claims: its pid */
 	MemoryContext loop_cxt;
 	MemoryContext tx_caller_cxt;	/* current when the transaction began */
 	MemoryContext dest_cxt;

@@ -12,23 +12,19 @@
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "catalog/pg_type.h"
 #include "common/pg_prng.h"
-#include "executor/spi.h"
 #include "miscadmin.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "engine.h"
+#include "enginedb.h"
 #include "evpipe.h"
 #include "metrics.h"
 #include "ratelimit.h"
 
-/* rows moved to the dead-letter table per expiry transaction */
-#define EXPIRE_BATCH 1000
 /* Full-jitter exponential backoff for the attempt that just failed. */
 static long
 backoff_ms(DestConfig *d, int attempts)
@@ -232,36 +228,23 @@ ep_result_set(ItemResult *res, bool ok, bool permanent, int status,
 static void
 emit_outcome_events(void)
 {
-	static SPIPlanPtr plan = NULL;
 	ListCell   *lc;
 
-	if (plan == NULL)
-	{
-		Oid			types[6] = {TEXTOID, TEXTOID, BOOLOID, INT4OID, INT4OID, TEXTOID};
-
-		plan = SPI_prepare("SELECT evpipe._emit_outcome($1, $2, $3, $4, $5, $6)", 6, types);
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "evpipe: could not prepare the outcome event statement");
-	}
 	foreach(lc, ep_worker.outcomes)
 	{
 		Outcome    *o = lfirst(lc);
-		Datum		values[6];
-		char		nulls[7] = "      ";
+		bool		ok = (o->kind == OUTCOME_DELIVERED);
+		int32		attempts = o->kind == OUTCOME_EXPIRED ? o->attempts - 1 : o->attempts;
+		int32		status = o->status;
+		bool		no_status = (o->status == 0);
+		EpParam		params[6] = {
+			{&o->event_id, 1}, {&o->dest, 1}, {&ok, 1}, {&attempts, 1},
+			{&status, 1, &no_status}, {&o->error, 1}};
 
 		if (o->kind != OUTCOME_DELIVERED && o->kind != OUTCOME_DEAD &&
 			o->kind != OUTCOME_EXPIRED)
 			continue;
-		values[0] = CStringGetTextDatum(o->event_id);
-		values[1] = CStringGetTextDatum(o->dest);
-		values[2] = BoolGetDatum(o->kind == OUTCOME_DELIVERED);
-		values[3] = Int32GetDatum(o->kind == OUTCOME_EXPIRED ? o->attempts - 1 : o->attempts);
-		values[4] = Int32GetDatum(o->status);
-		nulls[4] = o->status ? ' ' : 'n';
-		values[5] = o->error ? CStringGetTextDatum(o->error) : (Datum) 0;
-		nulls[5] = o->error ? ' ' : 'n';
-		if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "evpipe: emitting an outcome event failed");
+		(void) ep_db_exec(EP_SQL_EMIT_OUTCOME, params);
 	}
 }
 
@@ -275,22 +258,17 @@ emit_outcome_events(void)
 void
 ep_record_outcomes_in_tx(void)
 {
-	static SPIPlanPtr plans[2] = {NULL, NULL};	/* [ep_worker.ordering] */
-	SPIPlanPtr	plan = plans[ep_worker.ordering];
 	int			n = list_length(ep_worker.outcomes);
-	Datum	   *ids;
-	Datum	   *att;
-	Datum	   *kinds;
-	Datum	   *statuses;
+	int64	   *ids;
+	int32	   *att;
+	char	  **kinds;
+	int32	   *statuses;
 	bool	   *status_nulls;
-	Datum	   *errors;
-	bool	   *error_nulls;
-	Datum	   *excerpts;
-	bool	   *excerpt_nulls;
-	Datum	   *next;
-	Datum		values[9];
-	int			dims[1];
-	int			lbs[1] = {1};
+	char	  **errors;
+	char	  **excerpts;
+	TimestampTz *next;
+	int32		holder = ep_worker.lease_holder;
+	EpRows	   *rows;
 	ListCell   *lc;
 	int			i = 0;
 	uint64		r;
@@ -298,136 +276,44 @@ ep_record_outcomes_in_tx(void)
 
 	if (n == 0)
 		return;
-	if (plan == NULL)
-	{
-		Oid			types[9] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID,
-			INT4ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID,
-		INT4OID, TEXTOID};
-
-		/*
-		 * One generic plan: every step is an index lookup by id whatever the
-		 * arrays hold, and planning this statement costs more than running
-		 * it.
-		 */
-		plan = SPI_prepare_cursor(psprintf(
-						   "WITH r AS ("
-						   " SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),"
-						   "  pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6), pg_catalog.unnest($7))"
-						   "  AS r(id, attempts, outcome, status, error, excerpt, next_at)),"
-						   " mine AS ("
-						   " SELECT o.id, r.outcome, r.status, r.error, r.excerpt, r.next_at"
-						   " FROM evpipe.outbox o JOIN r ON o.id = r.id AND o.attempts = r.attempts"
-						   " WHERE o.leased_by = $8 FOR UPDATE OF o),"
-						   " ok AS ("
-						   " DELETE FROM evpipe.outbox o USING mine m WHERE o.id = m.id AND m.outcome = 'ok'"
-						   " RETURNING o.event_id, o.destination, o.attempts, o.created_at, o.first_attempt_at, m.status),"
-						   " ok_ins AS ("
-						   " INSERT INTO evpipe.delivered (event_id, destination, attempts, created_at,"
-						   "  first_attempt_at, last_status)"
-						   /* an eventId ingested again after event retention: its newest delivery */
-						   " SELECT * FROM ok ON CONFLICT (event_id, destination) DO UPDATE SET"
-						   "  attempts = excluded.attempts, created_at = excluded.created_at,"
-						   "  first_attempt_at = excluded.first_attempt_at, last_status = excluded.last_status,"
-						   "  delivered_at = pg_catalog.now() RETURNING 1),"
-						   /* expired: the claim counted an attempt that was not made */
-						   " dead AS ("
-						   " DELETE FROM evpipe.outbox o USING mine m WHERE o.id = m.id AND m.outcome IN ('dead', 'expired')"
-						   " RETURNING o.event_id, o.destination,"
-						   "  CASE m.outcome WHEN 'expired' THEN o.attempts - 1 ELSE o.attempts END,"
-						   "  o.created_at, o.first_attempt_at, m.status, m.error, m.excerpt%s),"
-						   " dead_ins AS ("
-						   " INSERT INTO evpipe.dead_letters AS x (event_id, event_type, source, destination,"
-						   "  attempts, created_at, first_attempt_at, last_attempt_at, last_status, last_error,"
-						   "  response_excerpt, traceparent, event%s)"
-						   " SELECT d.event_id, e.event_type, e.source, d.destination, d.attempts, d.created_at,"
-						   "  d.first_attempt_at, pg_catalog.now(), d.status, d.error, d.excerpt, e.traceparent, e.event%s"
-						   " FROM dead d JOIN evpipe.events e USING (event_id)"
-						   " ON CONFLICT (event_id, destination) DO UPDATE SET attempts = excluded.attempts,%s"
-						   "  last_attempt_at = excluded.last_attempt_at, last_status = excluded.last_status,"
-						   "  last_error = excluded.last_error, response_excerpt = excluded.response_excerpt,"
-						   "  dead_at = pg_catalog.now()"
-						   " RETURNING x.event_id, x.event_type, x.destination, x.attempts, x.last_status, x.last_error),"
-						   " retry AS ("
-						   " UPDATE evpipe.outbox o SET next_attempt_at = m.next_at, leased_by = NULL,"
-						   "  lease_until = NULL, last_status = m.status, last_error = m.error,"
-						   "  response_excerpt = m.excerpt"
-						   " FROM mine m WHERE o.id = m.id AND m.outcome = 'retry' RETURNING 1),"
-						   " released AS ("
-						   " UPDATE evpipe.outbox o SET next_attempt_at = m.next_at, leased_by = NULL,"
-						   "  lease_until = NULL, attempts = o.attempts - 1"
-						   " FROM mine m WHERE o.id = m.id AND m.outcome = 'release' RETURNING 1),"
-						   " notified AS ("
-						   " SELECT pg_catalog.pg_notify('evpipe_dead_letter', pg_catalog.json_build_object("
-						   "  'eventId', event_id, 'eventType', event_type, 'destination', destination,"
-						   "  'attempts', attempts, 'lastStatus', last_status, 'lastError', last_error)::text)"
-						   " FROM dead_ins)"
-						   " SELECT d.event_id, d.destination, d.attempts, d.last_status, d.last_error,"
-						   "  (SELECT pg_catalog.count(*) FROM notified)"
-						   " FROM dead_ins d",
-						   ep_worker.ordering ? ", o.ordering_key" : "",
-						   ep_worker.ordering ? ", ordering_key" : "",
-						   ep_worker.ordering ? ", d.ordering_key" : "",
-						   ep_worker.ordering ? " ordering_key = excluded.ordering_key," : ""),
-						   9, types, CURSOR_OPT_GENERIC_PLAN);
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "evpipe: could not prepare the outcome statement");
-		plans[ep_worker.ordering] = plan;
-	}
-
-	ids = palloc(sizeof(Datum) * n);
-	att = palloc(sizeof(Datum) * n);
-	kinds = palloc(sizeof(Datum) * n);
-	statuses = palloc(sizeof(Datum) * n);
+	ids = palloc(sizeof(int64) * n);
+	att = palloc(sizeof(int32) * n);
+	kinds = palloc(sizeof(char *) * n);
+	statuses = palloc(sizeof(int32) * n);
 	status_nulls = palloc(sizeof(bool) * n);
-	errors = palloc(sizeof(Datum) * n);
-	error_nulls = palloc(sizeof(bool) * n);
-	excerpts = palloc(sizeof(Datum) * n);
-	excerpt_nulls = palloc(sizeof(bool) * n);
-	next = palloc(sizeof(Datum) * n);
+	errors = palloc(sizeof(char *) * n);
+	excerpts = palloc(sizeof(char *) * n);
+	next = palloc(sizeof(TimestampTz) * n);
 	foreach(lc, ep_worker.outcomes)
 	{
 		Outcome    *o = lfirst(lc);
 
-		ids[i] = Int64GetDatum(o->outbox_id);
-		att[i] = Int32GetDatum(o->attempts);
-		kinds[i] = CStringGetTextDatum(kind_names[o->kind]);
-		statuses[i] = Int32GetDatum(o->status);
+		ids[i] = o->outbox_id;
+		att[i] = o->attempts;
+		kinds[i] = (char *) kind_names[o->kind];
+		statuses[i] = o->status;
 		status_nulls[i] = (o->status == 0);
-		errors[i] = o->error ? CStringGetTextDatum(o->error) : (Datum) 0;
-		error_nulls[i] = (o->error == NULL);
-		excerpts[i] = o->excerpt ? CStringGetTextDatum(o->excerpt) : (Datum) 0;
-		excerpt_nulls[i] = (o->excerpt == NULL);
-		next[i] = TimestampTzGetDatum(o->next_at);
+		errors[i] = o->error;	/* NULL: SQL null */
+		excerpts[i] = o->excerpt;
+		next[i] = o->next_at;
 		i++;
 	}
-	dims[0] = n;
-	values[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[1] = PointerGetDatum(construct_array(att, n, INT4OID, 4, true, TYPALIGN_INT));
-	values[2] = PointerGetDatum(construct_array(kinds, n, TEXTOID, -1, false, TYPALIGN_INT));
-	values[3] = PointerGetDatum(construct_md_array(statuses, status_nulls, 1, dims, lbs,
-												   INT4OID, 4, true, TYPALIGN_INT));
-	values[4] = PointerGetDatum(construct_md_array(errors, error_nulls, 1, dims, lbs,
-												   TEXTOID, -1, false, TYPALIGN_INT));
-	values[5] = PointerGetDatum(construct_md_array(excerpts, excerpt_nulls, 1, dims, lbs,
-												   TEXTOID, -1, false, TYPALIGN_INT));
-	values[6] = PointerGetDatum(construct_array(next, n, TIMESTAMPTZOID, 8,
-												FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[7] = Int32GetDatum(MyProcPid);
-	values[8] = (Datum) 0;
-
-	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "evpipe: recording outcomes failed");
-	for (r = 0; r < SPI_processed; r++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[r];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		char	   *status = SPI_getvalue(tup, desc, 4);
+		EpParam		params[8] = {
+			{ids, n}, {att, n}, {kinds, n}, {statuses, n, status_nulls},
+			{errors, n}, {excerpts, n}, {next, n}, {&holder, 1}};
+
+		rows = ep_db_exec(ep_worker.ordering ? EP_SQL_OUTCOMES_ORDERED : EP_SQL_OUTCOMES, params);
+	}
+	for (r = 0; r < rows->processed; r++)
+	{
+		const char *status = ep_cell(rows, r, 3);
 
 		ereport(WARNING,
 				(errmsg("evpipe event=dead_letter event_id=%s destination=%s attempts=%s status=%s error=\"%s\"",
-						SPI_getvalue(tup, desc, 1), SPI_getvalue(tup, desc, 2),
-						SPI_getvalue(tup, desc, 3), status ? status : "-",
-						SPI_getvalue(tup, desc, 5)),
+						ep_cell(rows, r, 0), ep_cell(rows, r, 1),
+						ep_cell(rows, r, 2), status ? status : "-",
+						ep_cell(rows, r, 4) ? ep_cell(rows, r, 4) : ""),
 				 errhidestmt(true)));
 	}
 	if (evpipe_outcome_events)
@@ -493,17 +379,15 @@ ep_release_in_flight(void)
 uint64
 ep_expire_held_rows(void)
 {
-	static SPIPlanPtr plan = NULL;
-	static const char *const plan_off[] = {
-		"enable_hashjoin", "enable_mergejoin", "enable_seqscan", "enable_bitmapscan"};
 	uint64		total = 0;
 	int			batches = 0;
 
 	while (ep_worker.dests_valid && ep_worker.ndests > 0 && batches++ < 20 && !ep_got_sigterm)
 	{
-		Datum	   *names = palloc(sizeof(Datum) * ep_worker.ndests);
-		Datum	   *ages = palloc(sizeof(Datum) * ep_worker.ndests);
-		Datum		values[3];
+		char	  **names = palloc(sizeof(char *) * ep_worker.ndests);
+		int32	   *ages = palloc(sizeof(int32) * ep_worker.ndests);
+		int32		holder = ep_worker.lease_holder;
+		EpRows	   *rows;
 		uint64		n;
 		uint64		r;
 		int			i;
@@ -512,66 +396,35 @@ ep_expire_held_rows(void)
 		for (i = 0; i < ep_worker.ndests; i++)
 			if (ep_worker.dests[i].max_age_ms > 0)
 			{
-				names[k] = CStringGetTextDatum(ep_worker.dests[i].name);
-				ages[k++] = Int32GetDatum(ep_worker.dests[i].max_age_ms);
+				names[k] = ep_worker.dests[i].name;
+				ages[k++] = ep_worker.dests[i].max_age_ms;
 			}
 		if (k == 0)
 			break;
 		ep_begin_tx("evpipe: dead-lettering rows past max_age_ms");
-		if (plan == NULL)
 		{
-			Oid			types[3] = {TEXTARRAYOID, INT4ARRAYOID, INT4OID};
+			EpParam		params[3] = {{names, k}, {ages, k}, {&holder, 1}};
 
-			/* due rows by the claim index; leased rows are not due */
-			plan = SPI_prepare_cursor(
-							   "UPDATE evpipe.outbox o SET leased_by = $3,"
-							   "  lease_until = pg_catalog.now() + interval '1 minute',"
-							   "  next_attempt_at = pg_catalog.now() + interval '1 minute'"
-							   " FROM (SELECT x.id FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2))"
-							   "  AS d(name, max_age_ms)"
-							   "  CROSS JOIN LATERAL (SELECT o.id FROM evpipe.outbox o"
-							   "   WHERE o.destination = d.name AND o.next_attempt_at <= pg_catalog.now()"
-							   "    AND o.created_at < pg_catalog.now() - d.max_age_ms * interval '1 millisecond'"
-							   "   ORDER BY o.next_attempt_at, o.id LIMIT " CppAsString2(EXPIRE_BATCH)
-							   "   FOR UPDATE SKIP LOCKED) x) e"
-							   " WHERE o.id = e.id"
-							   " RETURNING o.id, o.attempts, o.event_id, o.destination, o.last_status, o.last_error,"
-							   "  (pg_catalog.date_part('epoch', pg_catalog.now() - o.created_at))::bigint,"
-							   "  (SELECT ev.event_type FROM evpipe.events ev WHERE ev.event_id = o.event_id)",
-							   3, types, CURSOR_OPT_GENERIC_PLAN);
-			if (plan == NULL || SPI_keepplan(plan) != 0)
-				elog(ERROR, "evpipe: could not prepare the expiry statement");
+			rows = ep_db_exec(EP_SQL_EXPIRE, params);
 		}
-		values[0] = PointerGetDatum(construct_array(names, k, TEXTOID, -1, false, TYPALIGN_INT));
-		values[1] = PointerGetDatum(construct_array(ages, k, INT4OID, 4, true, TYPALIGN_INT));
-		values[2] = Int32GetDatum(MyProcPid);
-		if (evpipe_execute_plan_with_off(plan, values, NULL, plan_off,
-										 lengthof(plan_off)) != SPI_OK_UPDATE_RETURNING)
-			elog(ERROR, "evpipe: dead-lettering expired rows failed");
-		n = SPI_processed;
+		n = rows->processed;
 		for (r = 0; r < n; r++)
 		{
-			HeapTuple	tup = SPI_tuptable->vals[r];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			bool		isnull;
-			char	   *dest = SPI_getvalue(tup, desc, 4);
-			char	   *last_error = SPI_getvalue(tup, desc, 6);
-			char	   *event_type = SPI_getvalue(tup, desc, 8);
-			Datum		status = SPI_getbinval(tup, desc, 5, &isnull);
+			const char *dest = ep_cell(rows, r, 3);
+			const char *last_error = ep_cell(rows, r, 5);
+			const char *event_type = ep_cell(rows, r, 7);
 			char	   *error;
 
 			error = psprintf("max_age_ms exceeded: ingested %s s ago, not delivered%s%s",
-							 SPI_getvalue(tup, desc, 7),
+							 ep_cell(rows, r, 6),
 							 last_error ? "; last error: " : " (never attempted)",
 							 last_error ? last_error : "");
 			if (event_type)
 				ep_metric_add(EP_MK_DELIVERY, dest, event_type, EP_M_DEAD, 1);
-			ep_add_outcome(DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)),
-						DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull)),
-						OUTCOME_DEAD, isnull ? 0 : DatumGetInt32(status), error,
-						NULL, 0, SPI_getvalue(tup, desc, 3), dest);
+			ep_add_outcome(ep_cell_int(rows, r, 0, 0), (int) ep_cell_int(rows, r, 1, 0),
+						   OUTCOME_DEAD, (int) ep_cell_int(rows, r, 4, 0), error,
+						   NULL, 0, ep_cell(rows, r, 2), dest);
 		}
-		/* the outcome statement runs SPI: only after the loop above */
 		ep_record_outcomes_in_tx();
 		ep_commit_tx();
 		total += n;
@@ -579,7 +432,7 @@ ep_expire_held_rows(void)
 			ereport(LOG,
 					(errmsg("evpipe event=rows_expired rows=" UINT64_FORMAT " reason=max_age_ms", n),
 					 errhidestmt(true)));
-		if (n < EXPIRE_BATCH)
+		if (n < EP_EXPIRE_BATCH)
 			break;
 		CHECK_FOR_INTERRUPTS();
 	}
