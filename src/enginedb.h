@@ -86,6 +86,9 @@ extern const char *ep_stmt_sql(EpStmt stmt);
 /* supplied by the host */
 extern EpRows *ep_db_exec(EpStmt stmt, const EpParam *params);
 extern bool ep_db_has_ordering(void);
+/* run a function destination's handler with one event: NULL, or its error */
+extern char *ep_db_deliver_function(const char *dest, const char *event,
+									bool *permanent);
 
 /* A row's cell: text, or NULL. */
 static inline const char *

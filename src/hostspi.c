@@ -15,12 +15,14 @@
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 
 #include "engine.h"
 #include "enginedb.h"
 #include "evpipe.h"
+#include "handler.h"
 
 /* The Oid of a parameter type. */
 static Oid
@@ -206,4 +208,13 @@ ep_db_has_ordering(void)
 	ep_worker.dest_relid = get_relname_relid("destinations", nsp);
 	ep_worker.outbox_relid = get_relname_relid("outbox", nsp);
 	return get_attnum(ep_worker.outbox_relid, "ordering_key") != InvalidAttrNumber;
+}
+
+/* A function destination's handler, run here in the worker's transaction. */
+char *
+ep_db_deliver_function(const char *dest, const char *event, bool *permanent)
+{
+	Jsonb	   *j = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(event)));
+
+	return evpipe_handler_deliver(dest, j, permanent);
 }
