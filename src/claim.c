@@ -12,9 +12,6 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
-#include "access/xlog.h"
-#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -31,7 +28,10 @@ typedef struct ClaimPlan
 	DestConfig *dest;
 	int			reserved;
 	int			used;
-	int64	   *offsets;		/* microseconds from the claim */
+	int64	   *offsets;		/* microseconds from reserved_at */
+	TimestampTz reserved_at;	/* when the offsets were given (our clock) */
+	bool		shared;			/* its rate limit's schedule is in the database */
+	TimestampTz tat;			/* shared: the schedule's next send (its clock) */
 	List	   *items;			/* DeliveryItem * */
 	bool		probe;			/* the circuit breaker's probe row */
 } ClaimPlan;
@@ -56,6 +56,93 @@ ep_release_stale_leases(void)
 		ereport(LOG,
 				(errmsg("evpipe event=leases_released rows=" UINT64_FORMAT " reason=\"holder is gone\"",
 						rows->processed)));
+}
+
+/*
+ * Take this worker's lease holder lock for the session (EP_SQL_RELEASE
+ * reads them); false if another session holds it. Requires an open
+ * transaction.
+ */
+bool
+ep_take_lease_lock(void)
+{
+	int32		cls = EP_LEASE_LOCK_CLASS;
+	int32		holder = ep_worker.lease_holder;
+	EpParam		params[2] = {{&cls, 1}, {&holder, 1}};
+	EpRows	   *rows = ep_db_exec(EP_SQL_HOLD_LEASE, params);
+
+	return rows->processed == 1 && ep_cell(rows, 0, 0) != NULL &&
+		strcmp(ep_cell(rows, 0, 0), "t") == 0;
+}
+
+/*
+ * Rate-limited destinations share one schedule per destination in the
+ * database, so that every host together (in-server workers and any number
+ * of evpiped) keeps the limit: lock the plans' schedule rows for this
+ * transaction and reserve send times against them. Offsets are on the
+ * database's clock, counted from when we got the answer on ours.
+ */
+static void
+reserve_shared(ClaimPlan *plans, int n)
+{
+	char	  **names = palloc(sizeof(char *) * n);
+	int			nshared = 0;
+	EpParam		params[1];
+	EpRows	   *rows;
+	TimestampTz got;
+	uint64		r;
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if (plans[i].shared)
+			names[nshared++] = plans[i].dest->name;
+	if (nshared == 0)
+		return;
+	params[0].v = names;
+	params[0].n = nshared;
+	params[0].isnull = NULL;
+	rows = ep_db_exec(EP_SQL_RATE_LOCK, params);
+	got = GetCurrentTimestamp();
+	for (r = 0; r < rows->processed; r++)
+		for (i = 0; i < n; i++)
+		{
+			ClaimPlan  *p = &plans[i];
+			DestConfig *d = p->dest;
+
+			if (!p->shared || strcmp(d->name, ep_cell(rows, r, 0)) != 0)
+				continue;
+			p->tat = ep_cell_int(rows, r, 1, 0);
+			p->reserved = ep_rate_reserve_at(d->slot, &p->tat, ep_cell_int(rows, r, 2, 0),
+											 d->rate_limit, d->rate_burst, p->reserved,
+											 1000, p->offsets);
+			p->reserved_at = got;
+		}
+}
+
+/* Store the shared schedules, giving back what the claim did not use. */
+static void
+store_shared(ClaimPlan *plans, int n)
+{
+	char	  **names = palloc(sizeof(char *) * n);
+	TimestampTz *tats = palloc(sizeof(TimestampTz) * n);
+	int			nshared = 0;
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if (plans[i].shared)
+		{
+			ClaimPlan  *p = &plans[i];
+
+			names[nshared] = p->dest->name;
+			tats[nshared++] = p->tat - ep_rate_interval_us(p->dest->rate_limit) *
+				Max(p->reserved - p->used, 0);
+		}
+	if (nshared > 0)
+	{
+		EpParam		params[2] = {{names, nshared}, {tats, nshared}};
+
+		(void) ep_db_exec(EP_SQL_RATE_SET, params);
+	}
 }
 
 /* Rows a destination may take now, before its rate limit. */
@@ -135,21 +222,19 @@ item_copy(DeliveryItem *src)
  * asynchronously, and a crash that lost an earlier event's final outcome
  * would send it again after the later one. That outcome's commit record
  * precedes this claim's (the claim saw it), so flushing the WAL up to this
- * claim's commit covers it; the flush is a no-op once the WAL writer got
- * there. Function rows send nothing and need no flush.
+ * claim's commit covers it (a durable commit); the flush is a no-op once
+ * the WAL writer got there. Function rows send nothing and need no flush.
  */
-static void
-ordered_claims_durable(ClaimPlan *plans, int n)
+static bool
+ordered_claims(ClaimPlan *plans, int n)
 {
 	int			i;
 
 	for (i = 0; i < n; i++)
 		if (plans[i].dest->ordered && plans[i].items != NIL &&
 			!plans[i].dest->ops->in_database)
-		{
-			XLogFlush(XactLastCommitEnd);
-			return;
-		}
+			return true;
+	return false;
 }
 
 /*
@@ -203,12 +288,19 @@ ep_claim_and_start(void)
 		if (cap <= 0)
 			continue;
 		p->offsets = MemoryContextAlloc(loopcxt, sizeof(int64) * cap);
-		p->reserved = ep_rate_reserve(d->slot, d->rate_limit, d->rate_burst,
-									  cap, 1000, p->offsets);
+		p->shared = ep_worker.shared_rate && d->rate_limit > 0 && ep_rate_paused_ms(d->slot) == 0;
+		if (p->shared)
+			p->reserved = cap;	/* reserved against the shared schedule below */
+		else
+			p->reserved = ep_rate_reserve(d->slot, d->rate_limit, d->rate_burst,
+										  cap, 1000, p->offsets);
+		/* sends go at the times reserved, however long the claim takes */
+		p->reserved_at = GetCurrentTimestamp();
 		if (p->reserved <= 0)
 		{
 			if (p->probe)
 				ep_breaker_unadmit(d->slot);
+			memset(p, 0, sizeof(ClaimPlan));
 			continue;
 		}
 		p->dest = d;
@@ -222,6 +314,10 @@ ep_claim_and_start(void)
 			free_slots -= p->reserved;
 	}
 	ep_worker.next_dest++;
+
+	reserve_shared(plans, n);
+	for (i = 0; i < n; i++)
+		limits[i] = plans[i].reserved;
 
 	if (n > 0)
 	{
@@ -272,9 +368,12 @@ ep_claim_and_start(void)
 		}
 		/* function outcomes commit with the claim */
 		ep_record_outcomes_in_tx();
+		store_shared(plans, n);
 	}
-	ep_commit_tx();
-	ordered_claims_durable(plans, n);
+	if (ordered_claims(plans, n))
+		ep_commit_tx_durable();
+	else
+		ep_commit_tx();
 	claimed_at = GetCurrentTimestamp();
 	ep_worker.last_claim = claimed_at;
 
@@ -282,7 +381,7 @@ ep_claim_and_start(void)
 	for (i = 0; i < n; i++)
 		if (plans[i].used > 0 && plans[i].used >= plans[i].reserved)
 		{
-			evpipe_wake_one_worker(ep_worker.index);
+			ep_host_more_work();
 			break;
 		}
 
@@ -306,7 +405,7 @@ ep_claim_and_start(void)
 		d->backlog = (p->used > 0);
 		if (p->probe && p->used == 0)
 			ep_breaker_unadmit(d->slot);
-		if (p->used < p->reserved)
+		if (p->used < p->reserved && !p->shared)
 			ep_rate_unreserve(d->slot, d->rate_limit, p->reserved - p->used);
 		if (kind == NULL || kind->in_database)
 			continue;
@@ -324,7 +423,7 @@ ep_claim_and_start(void)
 						(kind->max_batch_bytes > 0 &&
 						 cur_bytes + strlen(item->body) > kind->max_batch_bytes)))
 			{
-				ep_start_request(d, kind, cur, claimed_at + cur_offset);
+				ep_start_request(d, kind, cur, p->reserved_at + cur_offset);
 				cur = NULL;
 			}
 			if (cur == NULL)
@@ -337,6 +436,6 @@ ep_claim_and_start(void)
 			cur_bytes += strlen(item->body);
 		}
 		if (cur)
-			ep_start_request(d, kind, cur, claimed_at + cur_offset);
+			ep_start_request(d, kind, cur, p->reserved_at + cur_offset);
 	}
 }

@@ -13,7 +13,6 @@
 
 #include "common/base64.h"
 #include "utils/builtins.h"
-#include "utils/inval.h"
 #include "utils/memutils.h"
 
 #include "engine.h"
@@ -39,9 +38,12 @@ kind_named(const char *name)
 	return NULL;
 }
 
-/* Relcache callback: destinations changed. */
-static void
-dest_relcache_cb(Datum arg, Oid relid)
+/*
+ * A relation changed (InvalidOid: any, or unknown): reload the
+ * destinations if it was theirs or the outbox's (the host tells).
+ */
+void
+ep_destinations_changed(Oid relid)
 {
 	if (relid == InvalidOid || relid == ep_worker.dest_relid || relid == ep_worker.outbox_relid)
 		ep_worker.dests_valid = false;
@@ -176,6 +178,12 @@ ep_load_destinations(void)
 	ep_worker.dests = NULL;
 	ep_worker.dests_valid = true;
 	ep_worker.ordering = ep_db_has_ordering();
+	{
+		EpRows	   *has = ep_db_exec(EP_SQL_HAS_RATE_SCHEDULE, NULL);
+
+		ep_worker.shared_rate = has->processed == 1 && ep_cell(has, 0, 0) != NULL &&
+			strcmp(ep_cell(has, 0, 0), "t") == 0;
+	}
 
 	/*
 	 * Read with the latest snapshot: an invalidation consumed before this
@@ -265,11 +273,4 @@ ep_load_destinations(void)
 				ep_worker.dests[j].in_flight += r->nitems;
 			}
 	}
-}
-
-/* Watch evpipe.destinations (and the outbox's shape) for changes. */
-void
-ep_destinations_init(void)
-{
-	CacheRegisterRelcacheCallback(dest_relcache_cb, (Datum) 0);
 }

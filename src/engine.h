@@ -65,6 +65,7 @@ typedef struct EpWorker
 	Oid			dest_relid;
 	Oid			outbox_relid;
 	bool		ordering;		/* outbox.ordering_key exists (0.2.0) */
+	bool		shared_rate;	/* evpipe.rate_schedule exists (0.3.0) */
 	int			ndests;
 	DestConfig *dests;
 	int			next_dest;		/* round-robin start for claims */
@@ -80,6 +81,9 @@ typedef struct EpWorker
 	WaitEventSet *set;			/* see wait_set() in engine.c */
 	TimestampTz curl_deadline;	/* when curl wants a timeout call; 0: none */
 	bool		ext_ready;
+	bool		maintainer;		/* runs lease release and expiry */
+	bool		pending_wake;	/* new rows may be there: look */
+	TimestampTz next_tick;		/* claim at the latest then */
 	TimestampTz last_claim;
 	TimestampTz linger_until;	/* wait briefly, unannounced, until then */
 	TimestampTz last_expiry;	/* last max_age_ms sweep (worker 0) */
@@ -91,18 +95,33 @@ typedef struct EpWorker
 extern EpWorker ep_worker;
 extern volatile sig_atomic_t ep_got_sigterm;
 
-/* engine.c: the worker's short transactions */
+/* engine.c: the loop, for either host */
+extern void ep_engine_start(int index, int32 lease_holder, bool maintainer);
+extern void ep_engine_pass(void);
+extern void ep_engine_failed(void);
+extern long ep_engine_timeout(bool *linger);
+extern void ep_engine_stop(void);
+
+/*
+ * Supplied by the host (hostspi.c with hostbgw.c in the server; hostpq.c
+ * with daemon.c in evpiped): short transactions (a durable commit waits
+ * for the WAL flush), and a hint that more work waits than this worker
+ * takes.
+ */
 extern void ep_begin_tx(const char *activity);
 extern void ep_commit_tx(void);
+extern void ep_commit_tx_durable(void);
+extern void ep_host_more_work(void);
 
 /* destination.c */
-extern void ep_destinations_init(void);
 extern void ep_load_destinations(void);
+extern void ep_destinations_changed(Oid relid);
 
 /* claim.c */
 extern void ep_claim_and_start(void);
 extern int	ep_dest_capacity(DestConfig *d, int free_slots);
 extern void ep_release_stale_leases(void);
+extern bool ep_take_lease_lock(void);
 
 /* transport.c */
 extern void ep_transport_init(void);
@@ -110,6 +129,7 @@ extern void ep_start_request(DestConfig *d, const DeliveryKind *kind,
 							 DeliveryRequest *r, TimestampTz start_at);
 extern long ep_launch_due(void);
 extern void ep_collect_finished(void);
+extern void ep_transport_drive(const int *ready);
 extern DeliveryRequest *ep_new_request(DestConfig *d, int nitems);
 extern void ep_copy_item(DeliveryRequest *r, DeliveryItem *src);
 extern void ep_item_copy(DeliveryItem *dst, const DeliveryItem *src);

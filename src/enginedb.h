@@ -18,6 +18,9 @@
 
 #include "utils/timestamp.h"
 
+/* the class of the advisory lock each lease holder holds (see EP_SQL_RELEASE) */
+#define EP_LEASE_LOCK_CLASS 1702260841
+
 /* rows EP_SQL_EXPIRE leases at most per run */
 #define EP_EXPIRE_BATCH 1000
 
@@ -32,6 +35,12 @@ typedef enum EpStmt
 	EP_SQL_EXPIRE,				/* lease rows past max_age_ms */
 	EP_SQL_RELEASE,				/* release leases of processes that are gone */
 	EP_SQL_DESTINATIONS,		/* every destination, its config as text */
+	EP_SQL_HOLD_LEASE,			/* take the lease holder's advisory lock */
+	EP_SQL_RATE_LOCK,			/* lock and read shared rate schedules */
+	EP_SQL_RATE_SET,			/* store them */
+	EP_SQL_HAS_RATE_SCHEDULE,	/* whether the schema has them (0.3.0) */
+	EP_SQL_DELIVER_FUNCTION,	/* run a function destination's handler */
+	EP_SQL_GAUGES,				/* per destination: pending, in flight, age */
 	EP_SQL_COUNT
 } EpStmt;
 

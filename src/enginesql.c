@@ -147,7 +147,12 @@ static const char expire_sql[] =
 	"  (pg_catalog.date_part('epoch', pg_catalog.now() - o.created_at))::bigint,"
 	"  (SELECT ev.event_type FROM evpipe.events ev WHERE ev.event_id = o.event_id)";
 
-/* leased rows (next_attempt_at at the lease's end) of processes that are gone */
+/*
+ * Leased rows (next_attempt_at at the lease's end) whose holder is gone:
+ * every holder (an in-server worker, its pid; an evpiped, a negative id)
+ * holds the session advisory lock (EP_LEASE_LOCK_CLASS, holder) while it
+ * is connected, and pg_locks shows it to every role.
+ */
 static const char release_sql[] =
 	"UPDATE evpipe.outbox o SET next_attempt_at = pg_catalog.now(),"
 	" leased_by = NULL, lease_until = NULL"
@@ -155,10 +160,52 @@ static const char release_sql[] =
 	"  SELECT l.id FROM evpipe.outbox l WHERE l.destination = d.name"
 	"   AND l.next_attempt_at > pg_catalog.now() AND l.leased_by IS NOT NULL"
 	"   AND l.lease_until > pg_catalog.now()"
-	"   AND l.leased_by <> ALL (ARRAY(SELECT pid FROM pg_catalog.pg_stat_activity"
-	"    WHERE backend_type = 'evpipe delivery worker'))"
+	"   AND l.leased_by <> ALL (ARRAY(SELECT (CASE WHEN k.objid::int8 >= 2147483648"
+	"     THEN k.objid::int8 - 4294967296 ELSE k.objid::int8 END)::int4"
+	"    FROM pg_catalog.pg_locks k WHERE k.locktype = 'advisory' AND k.granted"
+	"     AND k.classid = " CppAsString2(EP_LEASE_LOCK_CLASS) " AND k.objsubid = 2"
+	"     AND k.database = (SELECT oid FROM pg_catalog.pg_database"
+	"      WHERE datname = pg_catalog.current_database())))"
 	"  FOR UPDATE SKIP LOCKED) x) s"
 	" WHERE o.id = s.id";
+
+/* a holder's advisory lock ($1 the class, $2 the holder), for the session */
+static const char hold_lease_sql[] = "SELECT pg_catalog.pg_try_advisory_lock($1, $2)";
+
+/*
+ * Rate limits shared by every host: lock the schedule rows of the
+ * destinations $1 (created on first use) and read their tat and the
+ * database's clock, both in microseconds since 2000-01-01.
+ */
+#define PG_EPOCH_US "946684800000000"
+static const char rate_lock_sql[] =
+	"INSERT INTO evpipe.rate_schedule AS s (destination, tat)"
+	" SELECT n, '2000-01-01 00:00:00+00' FROM pg_catalog.unnest($1) AS n"
+	" ON CONFLICT (destination) DO UPDATE SET tat = s.tat"
+	" RETURNING s.destination, (pg_catalog.date_part('epoch', s.tat) * 1000000)::int8 - " PG_EPOCH_US ","
+	"  (pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) * 1000000)::int8 - " PG_EPOCH_US;
+
+/* the schedules' new tat ($1 names, $2 tat) */
+static const char rate_set_sql[] =
+	"UPDATE evpipe.rate_schedule s SET tat = r.tat"
+	" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS r(name, tat)"
+	" WHERE s.destination = r.name";
+
+/* whether the schema has the shared rate schedule (0.3.0) */
+static const char has_rate_schedule_sql[] =
+	"SELECT pg_catalog.to_regclass('evpipe.rate_schedule') IS NOT NULL";
+
+/* a function destination's handler, from outside the server */
+static const char deliver_function_sql[] =
+	"SELECT ok, permanent, error FROM evpipe._deliver_function($1, $2::jsonb)";
+
+/* per destination: rows waiting, rows in flight, the oldest row's age (s) */
+static const char gauges_sql[] =
+	"SELECT d.name, pg_catalog.count(o.id) FILTER (WHERE o.lease_until IS NULL OR o.lease_until <= pg_catalog.now()),"
+	" pg_catalog.count(o.id) FILTER (WHERE o.lease_until > pg_catalog.now()),"
+	" COALESCE(EXTRACT(EPOCH FROM pg_catalog.now() - pg_catalog.min(o.created_at)), 0)::float8"
+	" FROM evpipe.destinations d LEFT JOIN evpipe.outbox o ON o.destination = d.name"
+	" GROUP BY d.name ORDER BY d.name";
 
 static const char destinations_sql[] =
 	"SELECT name, kind, enabled, config::text, "
@@ -171,6 +218,10 @@ static const EpParamType outcome_types[] = {EP_INT8_ARRAY, EP_INT4_ARRAY, EP_TEX
 EP_TEXT_ARRAY, EP_TEXT_ARRAY, EP_TIMESTAMPTZ_ARRAY, EP_INT4};
 static const EpParamType emit_types[] = {EP_TEXT, EP_TEXT, EP_BOOL, EP_INT4, EP_INT4, EP_TEXT};
 static const EpParamType expire_types[] = {EP_TEXT_ARRAY, EP_INT4_ARRAY, EP_INT4};
+static const EpParamType hold_types[] = {EP_INT4, EP_INT4};
+static const EpParamType rate_lock_types[] = {EP_TEXT_ARRAY};
+static const EpParamType rate_set_types[] = {EP_TEXT_ARRAY, EP_TIMESTAMPTZ_ARRAY};
+static const EpParamType deliver_types[] = {EP_TEXT, EP_TEXT};
 
 const EpStmtDef ep_stmts[EP_SQL_COUNT] = {
 	[EP_SQL_CLAIM] = {"claim", lengthof(claim_types), claim_types, true, false, false},
@@ -181,6 +232,12 @@ const EpStmtDef ep_stmts[EP_SQL_COUNT] = {
 	[EP_SQL_EXPIRE] = {"expiry", lengthof(expire_types), expire_types, true, false, false},
 	[EP_SQL_RELEASE] = {"lease release", 0, NULL, true, false, false},
 	[EP_SQL_DESTINATIONS] = {"destinations", 0, NULL, false, true, true},
+	[EP_SQL_HOLD_LEASE] = {"lease lock", lengthof(hold_types), hold_types, false, false, false},
+	[EP_SQL_RATE_LOCK] = {"rate schedule", lengthof(rate_lock_types), rate_lock_types, false, false, false},
+	[EP_SQL_RATE_SET] = {"rate schedule", lengthof(rate_set_types), rate_set_types, false, false, false},
+	[EP_SQL_HAS_RATE_SCHEDULE] = {"schema", 0, NULL, false, true, true},
+	[EP_SQL_DELIVER_FUNCTION] = {"function destination", lengthof(deliver_types), deliver_types, false, false, false},
+	[EP_SQL_GAUGES] = {"metrics", 0, NULL, false, true, false},
 };
 
 /* A statement's SQL (the variants composed once, in static buffers). */
@@ -220,6 +277,18 @@ ep_stmt_sql(EpStmt stmt)
 			return release_sql;
 		case EP_SQL_DESTINATIONS:
 			return destinations_sql;
+		case EP_SQL_HOLD_LEASE:
+			return hold_lease_sql;
+		case EP_SQL_RATE_LOCK:
+			return rate_lock_sql;
+		case EP_SQL_RATE_SET:
+			return rate_set_sql;
+		case EP_SQL_HAS_RATE_SCHEDULE:
+			return has_rate_schedule_sql;
+		case EP_SQL_DELIVER_FUNCTION:
+			return deliver_function_sql;
+		case EP_SQL_GAUGES:
+			return gauges_sql;
 		case EP_SQL_COUNT:
 			break;
 	}

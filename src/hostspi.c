@@ -10,9 +10,12 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -23,6 +26,43 @@
 #include "enginedb.h"
 #include "evpipe.h"
 #include "handler.h"
+
+/* Start a short transaction with SPI and a snapshot. */
+void
+ep_begin_tx(const char *activity)
+{
+	ep_worker.tx_caller_cxt = CurrentMemoryContext;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "evpipe: SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, activity);
+}
+
+/* Commit the short transaction. */
+void
+ep_commit_tx(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	/* the commit leaves TopMemoryContext current: go back to the loop's */
+	MemoryContextSwitchTo(ep_worker.tx_caller_cxt);
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/*
+ * Commit, and wait until the WAL is flushed up to the commit (the worker
+ * commits asynchronously otherwise).
+ */
+void
+ep_commit_tx_durable(void)
+{
+	ep_commit_tx();
+	XLogFlush(XactLastCommitEnd);
+}
 
 /* The Oid of a parameter type. */
 static Oid

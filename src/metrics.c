@@ -1,9 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * metrics.c
- *	  Counters in shared memory (they survive worker restarts) and
- *	  evpipe.metrics(), which renders them with gauges computed at scrape
- *	  time in the Prometheus text exposition format.
+ *	  Counters in shared memory (they survive worker restarts; in evpiped,
+ *	  in its own memory), rendered with gauges computed at scrape time in
+ *	  the Prometheus text exposition format (for evpipe.metrics() in
+ *	  metricsql.c, and evpiped's /metrics).
  *
  *	  Slots live in an open-addressing table keyed by (kind, label a, label
  *	  b). A slot is claimed once under a spinlock and never freed; counters
@@ -13,14 +14,12 @@
  */
 #include "postgres.h"
 
-#include "executor/spi.h"
-#include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "port/atomics.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
-#include "utils/builtins.h"
 
+#include "enginedb.h"
 #include "evpipe.h"
 #include "metrics.h"
 #include "ratelimit.h"
@@ -52,8 +51,6 @@ typedef struct MetricsShared
 } MetricsShared;
 
 static MetricsShared *metrics = NULL;
-
-PG_FUNCTION_INFO_V1(evpipe_metrics);
 
 Size
 ep_metrics_shmem_size(void)
@@ -228,33 +225,36 @@ counter_family(StringInfo out, const char *name, const char *help, char kind,
 	}
 }
 
-/* SQL: evpipe.metrics() RETURNS text */
-Datum
-evpipe_metrics(PG_FUNCTION_ARGS)
+/*
+ * The metrics in the Prometheus text format: this process's counters (in
+ * the server, every backend's: they are in shared memory) and, with an
+ * open transaction, gauges from the tables and the rate limiter.
+ */
+void
+ep_metrics_render(StringInfo out)
 {
-	StringInfoData out;
 	int			i;
 	uint64		r;
+	EpRows	   *rows;
 
-	initStringInfo(&out);
 	if (metrics != NULL)
 	{
-		counter_family(&out, "evpipe_events_ingested_total", "Events accepted by evpipe.ingest.",
+		counter_family(out, "evpipe_events_ingested_total", "Events accepted by evpipe.ingest.",
 					   EP_MK_INGEST, EP_M_INGESTED, "event_type", NULL);
-		counter_family(&out, "evpipe_events_duplicate_total", "Ingests of an event that existed already (nothing written).",
+		counter_family(out, "evpipe_events_duplicate_total", "Ingests of an event that existed already (nothing written).",
 					   EP_MK_INGEST, EP_M_DUPLICATE, "event_type", NULL);
-		counter_family(&out, "evpipe_events_rejected_total", "Ingests refused, by reason (the rule or SQLSTATE).",
+		counter_family(out, "evpipe_events_rejected_total", "Ingests refused, by reason (the rule or SQLSTATE).",
 					   EP_MK_REJECT, 0, "reason", NULL);
-		counter_family(&out, "evpipe_ingest_throttled_total", "Ingests refused by a source's limit (PT429).",
+		counter_family(out, "evpipe_ingest_throttled_total", "Ingests refused by a source's limit (PT429).",
 					   EP_MK_THROTTLE, 0, "source", NULL);
-		counter_family(&out, "evpipe_delivered_total", "Deliveries that succeeded.",
+		counter_family(out, "evpipe_delivered_total", "Deliveries that succeeded.",
 					   EP_MK_DELIVERY, EP_M_DELIVERED, "destination", "event_type");
-		counter_family(&out, "evpipe_retries_total", "Failed attempts scheduled for a retry.",
+		counter_family(out, "evpipe_retries_total", "Failed attempts scheduled for a retry.",
 					   EP_MK_DELIVERY, EP_M_RETRIED, "destination", "event_type");
-		counter_family(&out, "evpipe_dead_letters_total", "Deliveries moved to the dead-letter table.",
+		counter_family(out, "evpipe_dead_letters_total", "Deliveries moved to the dead-letter table.",
 					   EP_MK_DELIVERY, EP_M_DEAD, "destination", "event_type");
 
-		header(&out, "evpipe_delivery_latency_seconds", "histogram",
+		header(out, "evpipe_delivery_latency_seconds", "histogram",
 			   "Time from ingest commit to successful delivery.");
 		for (i = 0; i < METRIC_SLOTS; i++)
 		{
@@ -268,40 +268,33 @@ evpipe_metrics(PG_FUNCTION_ARGS)
 			for (k = 0; k < NBUCKETS; k++)
 			{
 				cum += pg_atomic_read_u64(&s->bucket[k]);
-				appendStringInfoString(&out, "evpipe_delivery_latency_seconds_bucket{");
-				label(&out, "destination", s->a);
-				appendStringInfoChar(&out, ',');
-				label(&out, "event_type", s->b);
-				appendStringInfo(&out, ",le=\"%g\"} " UINT64_FORMAT "\n", bucket_le[k], cum);
+				appendStringInfoString(out, "evpipe_delivery_latency_seconds_bucket{");
+				label(out, "destination", s->a);
+				appendStringInfoChar(out, ',');
+				label(out, "event_type", s->b);
+				appendStringInfo(out, ",le=\"%g\"} " UINT64_FORMAT "\n", bucket_le[k], cum);
 			}
-			appendStringInfoString(&out, "evpipe_delivery_latency_seconds_bucket{");
-			label(&out, "destination", s->a);
-			appendStringInfoChar(&out, ',');
-			label(&out, "event_type", s->b);
-			appendStringInfo(&out, ",le=\"+Inf\"} " UINT64_FORMAT "\n",
+			appendStringInfoString(out, "evpipe_delivery_latency_seconds_bucket{");
+			label(out, "destination", s->a);
+			appendStringInfoChar(out, ',');
+			label(out, "event_type", s->b);
+			appendStringInfo(out, ",le=\"+Inf\"} " UINT64_FORMAT "\n",
 							 pg_atomic_read_u64(&s->lat_count));
-			appendStringInfoString(&out, "evpipe_delivery_latency_seconds_sum{");
-			label(&out, "destination", s->a);
-			appendStringInfoChar(&out, ',');
-			label(&out, "event_type", s->b);
-			appendStringInfo(&out, "} %.6f\n", pg_atomic_read_u64(&s->lat_sum_us) / 1e6);
-			appendStringInfoString(&out, "evpipe_delivery_latency_seconds_count{");
-			label(&out, "destination", s->a);
-			appendStringInfoChar(&out, ',');
-			label(&out, "event_type", s->b);
-			appendStringInfo(&out, "} " UINT64_FORMAT "\n", pg_atomic_read_u64(&s->lat_count));
+			appendStringInfoString(out, "evpipe_delivery_latency_seconds_sum{");
+			label(out, "destination", s->a);
+			appendStringInfoChar(out, ',');
+			label(out, "event_type", s->b);
+			appendStringInfo(out, "} %.6f\n", pg_atomic_read_u64(&s->lat_sum_us) / 1e6);
+			appendStringInfoString(out, "evpipe_delivery_latency_seconds_count{");
+			label(out, "destination", s->a);
+			appendStringInfoChar(out, ',');
+			label(out, "event_type", s->b);
+			appendStringInfo(out, "} " UINT64_FORMAT "\n", pg_atomic_read_u64(&s->lat_count));
 		}
 	}
 
 	/* gauges from the tables, at scrape time */
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "evpipe: SPI_connect failed");
-	if (SPI_execute("SELECT d.name, count(o.id) FILTER (WHERE o.lease_until IS NULL OR o.lease_until <= now()),"
-					" count(o.id) FILTER (WHERE o.lease_until > now()),"
-					" COALESCE(EXTRACT(EPOCH FROM now() - min(o.created_at)), 0)::float8"
-					" FROM evpipe.destinations d LEFT JOIN evpipe.outbox o ON o.destination = d.name"
-					" GROUP BY d.name ORDER BY d.name", true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "evpipe: metrics query failed");
+	rows = ep_db_exec(EP_SQL_GAUGES, NULL);
 	{
 		StringInfoData pending;
 		StringInfoData inflight;
@@ -314,11 +307,9 @@ evpipe_metrics(PG_FUNCTION_ARGS)
 		initStringInfo(&age);
 		initStringInfo(&waits);
 		initStringInfo(&circuits);
-		for (r = 0; r < SPI_processed; r++)
+		for (r = 0; r < rows->processed; r++)
 		{
-			HeapTuple	tup = SPI_tuptable->vals[r];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			char	   *name = SPI_getvalue(tup, desc, 1);
+			const char *name = ep_cell(rows, r, 0);
 			double		rate;
 			double		throttled;
 			TimestampTz paused;
@@ -327,13 +318,13 @@ evpipe_metrics(PG_FUNCTION_ARGS)
 
 			appendStringInfoString(&pending, "evpipe_pending{");
 			label(&pending, "destination", name);
-			appendStringInfo(&pending, "} %s\n", SPI_getvalue(tup, desc, 2));
+			appendStringInfo(&pending, "} %s\n", ep_cell(rows, r, 1));
 			appendStringInfoString(&inflight, "evpipe_in_flight{");
 			label(&inflight, "destination", name);
-			appendStringInfo(&inflight, "} %s\n", SPI_getvalue(tup, desc, 3));
+			appendStringInfo(&inflight, "} %s\n", ep_cell(rows, r, 2));
 			appendStringInfoString(&age, "evpipe_oldest_pending_age_seconds{");
 			label(&age, "destination", name);
-			appendStringInfo(&age, "} %s\n", SPI_getvalue(tup, desc, 4));
+			appendStringInfo(&age, "} %s\n", ep_cell(rows, r, 3));
 			ep_rate_stats(name, &rate, &throttled, &paused, &circuit, &open_until);
 			appendStringInfoString(&waits, "evpipe_rate_limit_wait_seconds_total{");
 			label(&waits, "destination", name);
@@ -342,25 +333,15 @@ evpipe_metrics(PG_FUNCTION_ARGS)
 			label(&circuits, "destination", name);
 			appendStringInfo(&circuits, "} %d\n", circuit == EP_CIRCUIT_CLOSED ? 0 : 1);
 		}
-		header(&out, "evpipe_pending", "gauge", "Outbox rows waiting for delivery (not in flight).");
-		appendStringInfoString(&out, pending.data);
-		header(&out, "evpipe_in_flight", "gauge", "Outbox rows leased by a worker.");
-		appendStringInfoString(&out, inflight.data);
-		header(&out, "evpipe_oldest_pending_age_seconds", "gauge", "Age of the oldest outbox row.");
-		appendStringInfoString(&out, age.data);
-		header(&out, "evpipe_rate_limit_wait_seconds_total", "counter", "Time sends waited for the destination's rate limit.");
-		appendStringInfoString(&out, waits.data);
-		header(&out, "evpipe_circuit_open", "gauge", "1 while the destination's circuit breaker holds its rows back (open or probing).");
-		appendStringInfoString(&out, circuits.data);
+		header(out, "evpipe_pending", "gauge", "Outbox rows waiting for delivery (not in flight).");
+		appendStringInfoString(out, pending.data);
+		header(out, "evpipe_in_flight", "gauge", "Outbox rows leased by a worker.");
+		appendStringInfoString(out, inflight.data);
+		header(out, "evpipe_oldest_pending_age_seconds", "gauge", "Age of the oldest outbox row.");
+		appendStringInfoString(out, age.data);
+		header(out, "evpipe_rate_limit_wait_seconds_total", "counter", "Time sends waited for the destination's rate limit.");
+		appendStringInfoString(out, waits.data);
+		header(out, "evpipe_circuit_open", "gauge", "1 while the destination's circuit breaker holds its rows back (open or probing).");
+		appendStringInfoString(out, circuits.data);
 	}
-	if (SPI_execute("SELECT count(*) FROM pg_catalog.pg_stat_activity"
-					" WHERE backend_type = 'evpipe delivery worker'", true, 0) == SPI_OK_SELECT &&
-		SPI_processed == 1)
-	{
-		header(&out, "evpipe_workers_alive", "gauge", "Delivery workers running.");
-		appendStringInfo(&out, "evpipe_workers_alive %s\n",
-						 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
-	}
-	SPI_finish();
-	PG_RETURN_TEXT_P(cstring_to_text(out.data));
 }

@@ -10,6 +10,8 @@
 
 #include "postgres.h"
 
+#include "lib/stringinfo.h"
+
 /* kinds of slot, and their labels */
 #define EP_MK_INGEST 'I'		/* a = event type */
 #define EP_MK_REJECT 'R'		/* a = reason */
@@ -29,5 +31,6 @@ extern void ep_metrics_shmem_init(void *base, bool found);
 extern void ep_metric_add(char kind, const char *a, const char *b, int counter,
 						  uint64 n);
 extern void ep_metric_latency(const char *dest, const char *type, int64 usecs);
+extern void ep_metrics_render(StringInfo out);
 
 #endif							/* EVPIPE_METRICS_H */

@@ -155,13 +155,25 @@ count_sends(RateSlot *s, TimestampTz at, int n)
 	s->bucket_count[b] += n;
 }
 
-/* Reserve spaced send times; see ratelimit.h. */
-int
-ep_rate_reserve(int slot, double per_sec, int burst, int want,
-				int horizon_ms, int64 *offsets_us)
+/* The spacing of sends at per_sec, with the margin. */
+int64
+ep_rate_interval_us(double per_sec)
+{
+	int64		interval = (int64) (USECS_PER_SEC * RATE_MARGIN / per_sec);
+
+	return Max(interval, 1);
+}
+
+/*
+ * Reserve spaced send times against *tat (the slot's own, or one the
+ * caller keeps elsewhere), as of now on tat's clock; see ratelimit.h.
+ */
+static int
+reserve(int slot, TimestampTz *tat, TimestampTz now, double per_sec, int burst,
+		int want, int horizon_ms, int64 *offsets_us)
 {
 	RateSlot   *s;
-	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz local_now = GetCurrentTimestamp();
 	int			n = 0;
 
 	if (want <= 0)
@@ -174,44 +186,61 @@ ep_rate_reserve(int slot, double per_sec, int burst, int want,
 	}
 	s = &rate->slots[slot];
 	SpinLockAcquire(&s->mutex);
-	if (s->paused_until > now)
+	if (s->paused_until > local_now)
 	{
 		SpinLockRelease(&s->mutex);
 		return 0;
 	}
+	if (tat == NULL)
+		tat = &s->tat;
 	if (per_sec <= 0)
 	{
 		for (n = 0; n < want; n++)
 			offsets_us[n] = 0;
-		count_sends(s, now, want);
+		count_sends(s, local_now, want);
 		SpinLockRelease(&s->mutex);
 		return want;
 	}
 	else
 	{
 		/* a 5% margin keeps network jitter from bunching arrivals */
-		int64		interval = (int64) (USECS_PER_SEC * RATE_MARGIN / per_sec);
+		int64		interval = ep_rate_interval_us(per_sec);
 		int64		tolerance = interval * (Max(burst, 1) - 1);
 		TimestampTz horizon = now + (int64) horizon_ms * 1000;
 
-		if (interval < 1)
-			interval = 1;
 		while (n < want)
 		{
-			TimestampTz start = Max(now, s->tat - tolerance);
+			TimestampTz start = Max(now, *tat - tolerance);
 
 			if (start > horizon)
 				break;
 			offsets_us[n] = start - now;
 			if (start > now)
 				s->throttled_us += start - now;
-			count_sends(s, start, 1);
-			s->tat = Max(s->tat, start) + interval;
+			count_sends(s, local_now + (start - now), 1);
+			*tat = Max(*tat, start) + interval;
 			n++;
 		}
 	}
 	SpinLockRelease(&s->mutex);
 	return n;
+}
+
+/* Reserve spaced send times; see ratelimit.h. */
+int
+ep_rate_reserve(int slot, double per_sec, int burst, int want,
+				int horizon_ms, int64 *offsets_us)
+{
+	return reserve(slot, NULL, GetCurrentTimestamp(), per_sec, burst, want,
+				   horizon_ms, offsets_us);
+}
+
+/* The same against a schedule kept in the database; see ratelimit.h. */
+int
+ep_rate_reserve_at(int slot, TimestampTz *tat, TimestampTz now, double per_sec,
+				   int burst, int want, int horizon_ms, int64 *offsets_us)
+{
+	return reserve(slot, tat, now, per_sec, burst, want, horizon_ms, offsets_us);
 }
 
 /* Give back unused reservations: the last ones reserved. */
@@ -224,7 +253,7 @@ ep_rate_unreserve(int slot, double per_sec, int count)
 		return;
 	s = &rate->slots[slot];
 	SpinLockAcquire(&s->mutex);
-	s->tat -= (int64) (USECS_PER_SEC * RATE_MARGIN / per_sec) * count;
+	s->tat -= ep_rate_interval_us(per_sec) * count;
 	SpinLockRelease(&s->mutex);
 }
 

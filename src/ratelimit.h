@@ -28,6 +28,19 @@ extern int	ep_rate_slot(const char *name);
 extern int	ep_rate_reserve(int slot, double rate, int burst, int want,
 							int horizon_ms, int64 *offsets_us);
 
+/*
+ * The same against a schedule the caller keeps (*tat, on the clock of now,
+ * e.g. the database's, so that processes sharing no memory share one
+ * limit): *tat advances by what was reserved. Pauses and counts stay the
+ * slot's.
+ */
+extern int	ep_rate_reserve_at(int slot, TimestampTz *tat, TimestampTz now,
+							   double rate, int burst, int want, int horizon_ms,
+							   int64 *offsets_us);
+
+/* How far apart sends at `rate` per second are spaced. */
+extern int64 ep_rate_interval_us(double rate);
+
 /* Give back reservations that were not used (claimed fewer rows). */
 extern void ep_rate_unreserve(int slot, double rate, int count);
 

@@ -371,6 +371,45 @@ response_excerpt(DeliveryRequest *r)
 	return pstrdup("(answer is not valid UTF-8)");
 }
 
+/*
+ * After the host's wait: tell curl which of its sockets are ready (mask:
+ * CURL_CSELECT_IN / OUT, from ready[i] for socks[i]; NULL: none) and
+ * whether its timeout came, then handle what finished.
+ */
+void
+ep_transport_drive(const int *ready)
+{
+	CURLMcode	mrc;
+	int			running;
+	int			i;
+	int			n = ep_worker.nsocks;
+	curl_socket_t fds[EP_MAX_SOCKETS];
+
+	/* socket_action can change socks[]: act on a copy */
+	for (i = 0; ready && i < n; i++)
+		fds[i] = ep_worker.socks[i].fd;
+	for (i = 0; ready && i < n; i++)
+	{
+		if (ready[i] == 0)
+			continue;
+		mrc = curl_multi_socket_action(ep_worker.multi, fds[i], ready[i], &running);
+		if (mrc != CURLM_OK)
+			ereport(LOG,
+					(errmsg("evpipe: curl_multi_socket_action failed: %s",
+							curl_multi_strerror(mrc))));
+	}
+	if (ep_worker.curl_deadline != 0 && GetCurrentTimestamp() >= ep_worker.curl_deadline)
+	{
+		ep_worker.curl_deadline = 0;
+		mrc = curl_multi_socket_action(ep_worker.multi, CURL_SOCKET_TIMEOUT, 0, &running);
+		if (mrc != CURLM_OK)
+			ereport(LOG,
+					(errmsg("evpipe: curl_multi_socket_action failed: %s",
+							curl_multi_strerror(mrc))));
+	}
+	ep_collect_finished();
+}
+
 /* Handle every finished transfer. */
 void
 ep_collect_finished(void)
