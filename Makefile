@@ -19,5 +19,30 @@ SHLIB_LINK = -lcurl -ljson-c -lm
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# evpiped: the delivery engine's files again, with the daemon's host and
+# runtime in place of the server (see src/daemon.c); objects *.evpiped.o
+DAEMON_SRCS = src/daemon.c src/daemonrt.c src/daemonhttp.c src/hostpq.c \
+	src/engine.c src/claim.c src/destination.c src/transport.c src/outcome.c \
+	src/function.c src/enginesql.c src/http.c src/httputil.c src/sqs.c \
+	src/graphql.c src/respparse.c src/ratelimit.c src/metrics.c src/netpolicy.c
+DAEMON_OBJS = $(DAEMON_SRCS:.c=.evpiped.o)
+DAEMON_LIBS = -L$(pkglibdir) -lpgcommon -lpgport $(libpq) -lcurl -ljson-c -lcrypto -lm
+EXTRA_CLEAN = evpiped $(DAEMON_OBJS)
+
+all: evpiped
+
+%.evpiped.o: %.c $(wildcard $(srcdir)/src/*.h)
+	$(CC) $(CFLAGS) $(PG_CFLAGS) $(CPPFLAGS) -I$(includedir) -c -o $@ $<
+
+evpiped: $(DAEMON_OBJS)
+	$(CC) $(CFLAGS) $(PG_CFLAGS) -o $@ $(DAEMON_OBJS) $(LDFLAGS) $(DAEMON_LIBS)
+
+install: install-evpiped
+install-evpiped: evpiped
+	$(MKDIR_P) '$(DESTDIR)$(bindir)'
+	$(INSTALL_PROGRAM) evpiped '$(DESTDIR)$(bindir)/evpiped'
+
+.PHONY: install-evpiped
+
 # every object depends on every header (PGXS tracks no header dependencies)
 $(OBJS): $(wildcard $(srcdir)/src/*.h)

@@ -516,6 +516,8 @@ errstart_cold(int elevel, const char *domain)
 }
 
 /* Format into the current error's field. */
+static char *rt_vformat(const char *fmt, va_list args) pg_attribute_printf(1, 0);
+
 static char *
 rt_vformat(const char *fmt, va_list args)
 {

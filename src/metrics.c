@@ -227,11 +227,12 @@ counter_family(StringInfo out, const char *name, const char *help, char kind,
 
 /*
  * The metrics in the Prometheus text format: this process's counters (in
- * the server, every backend's: they are in shared memory) and, with an
- * open transaction, gauges from the tables and the rate limiter.
+ * the server, every backend's: they are in shared memory) and, if gauges
+ * (an open transaction is needed), gauges from the tables and the rate
+ * limiter.
  */
 void
-ep_metrics_render(StringInfo out)
+ep_metrics_render(StringInfo out, bool gauges)
 {
 	int			i;
 	uint64		r;
@@ -294,6 +295,8 @@ ep_metrics_render(StringInfo out)
 	}
 
 	/* gauges from the tables, at scrape time */
+	if (!gauges)
+		return;
 	rows = ep_db_exec(EP_SQL_GAUGES, NULL);
 	{
 		StringInfoData pending;

@@ -31,6 +31,6 @@ extern void ep_metrics_shmem_init(void *base, bool found);
 extern void ep_metric_add(char kind, const char *a, const char *b, int counter,
 						  uint64 n);
 extern void ep_metric_latency(const char *dest, const char *type, int64 usecs);
-extern void ep_metrics_render(StringInfo out);
+extern void ep_metrics_render(StringInfo out, bool gauges);
 
 #endif							/* EVPIPE_METRICS_H */

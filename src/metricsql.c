@@ -26,7 +26,7 @@ evpipe_metrics(PG_FUNCTION_ARGS)
 	initStringInfo(&out);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "evpipe: SPI_connect failed");
-	ep_metrics_render(&out);
+	ep_metrics_render(&out, true);
 	if (SPI_execute("SELECT count(*) FROM pg_catalog.pg_stat_activity"
 					" WHERE backend_type = 'evpipe delivery worker'", true, 0) == SPI_OK_SELECT &&
 		SPI_processed == 1)
