@@ -28,6 +28,7 @@
 #include "evpipe.h"
 #include "metrics.h"
 #include "netpolicy.h"
+#include "notifier.h"
 #include "ratelimit.h"
 
 PG_MODULE_MAGIC;
@@ -106,6 +107,12 @@ evpipe_shmem_startup(void)
 			pg_atomic_init_u32(&evpipe_shared->workers[i].wake, 0);
 		}
 		pg_atomic_init_u32(&evpipe_shared->wake_next, 0);
+		pg_atomic_init_u32(&evpipe_shared->notifier.pgprocno, 0);
+		pg_atomic_init_u32(&evpipe_shared->notifier.pid, 0);
+		pg_atomic_init_u32(&evpipe_shared->notifier.sleeping, 0);
+		pg_atomic_init_u32(&evpipe_shared->notifier.lingering, 0);
+		pg_atomic_init_u32(&evpipe_shared->notifier.wake, 0);
+		pg_atomic_init_u32(&evpipe_shared->notify_pending, 0);
 	}
 	ep_rate_shmem_init((char *) evpipe_shared + MAXALIGN(sizeof(EvpipeShared)),
 					   found);
@@ -216,6 +223,8 @@ evpipe_xact_callback(XactEvent event, void *arg)
 				if (evpipe_is_preloaded() &&
 					pg_atomic_exchange_u32(&evpipe_shared->wake_pending, 1) == 0)
 					evpipe_wake_workers_now();
+				/* and evpiped daemons, through the notifier */
+				evpipe_notifier_poke();
 			}
 			break;
 		case XACT_EVENT_ABORT:
@@ -403,6 +412,7 @@ _PG_init(void)
 	shmem_startup_hook = evpipe_shmem_startup;
 
 	evpipe_worker_register_all();
+	evpipe_notifier_register();
 }
 
 /* SQL: evpipe._runtime(destination): rate and pause state from shmem. */

@@ -54,6 +54,8 @@ typedef struct EvpipeShared
 	pg_atomic_uint32 wake_next;	/* rotates wake-ups among the workers */
 	int			nworkers;
 	EvpipeWorkerSlot workers[EVPIPE_MAX_WORKERS];
+	EvpipeWorkerSlot notifier;	/* the notifier (notifier.c) */
+	pg_atomic_uint32 notify_pending;	/* new rows the notifier has not told */
 	/* rate limiter and counters follow (ratelimit.c, metrics) */
 } EvpipeShared;
 
