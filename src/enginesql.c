@@ -174,13 +174,15 @@ static const char hold_lease_sql[] = "SELECT pg_catalog.pg_try_advisory_lock($1,
 
 /*
  * Rate limits shared by every host: lock the schedule rows of the
- * destinations $1 (created on first use) and read their tat and the
- * database's clock, both in microseconds since 2000-01-01.
+ * destinations $1 (created on first use; locked in name order, so that
+ * claims of several rate-limited destinations cannot deadlock) and read
+ * their tat and the database's clock, both in microseconds since
+ * 2000-01-01.
  */
 #define PG_EPOCH_US "946684800000000"
 static const char rate_lock_sql[] =
 	"INSERT INTO evpipe.rate_schedule AS s (destination, tat)"
-	" SELECT n, '2000-01-01 00:00:00+00' FROM pg_catalog.unnest($1) AS n"
+	" SELECT n, '2000-01-01 00:00:00+00' FROM pg_catalog.unnest($1) AS n ORDER BY n"
 	" ON CONFLICT (destination) DO UPDATE SET tat = s.tat"
 	" RETURNING s.destination, (pg_catalog.date_part('epoch', s.tat) * 1000000)::int8 - " PG_EPOCH_US ","
 	"  (pg_catalog.date_part('epoch', pg_catalog.clock_timestamp()) * 1000000)::int8 - " PG_EPOCH_US;
