@@ -201,8 +201,8 @@ claim_expired(DestConfig *d, DeliveryItem *item, const EpRows *rows, uint64 r)
 	ep_metric_add(EP_MK_DELIVERY, d->name, item->event_type, EP_M_DEAD, 1);
 	ep_ordered_row_final(d, OUTCOME_EXPIRED);
 	ep_add_outcome(item->outbox_id, item->attempts, OUTCOME_EXPIRED,
-				(int) ep_cell_int(rows, r, 13, 0), error, NULL, 0,
-				item->event_id, d->name);
+				   (int) ep_cell_int(rows, r, 13, 0), error, NULL, 0,
+				   item->event_id, d->name);
 	return true;
 }
 

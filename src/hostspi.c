@@ -120,15 +120,20 @@ param_datum(EpParamType t, const EpParam *p, bool *isnull)
 			break;
 	}
 	elems = palloc(sizeof(Datum) * Max(p->n, 1));
+	nulls = palloc(sizeof(bool) * Max(p->n, 1));
 	for (i = 0; i < p->n; i++)
 	{
-		bool		null = p->isnull && p->isnull[i];
-
+		nulls[i] = (p->isnull && p->isnull[i]) ||
+			(t == EP_TEXT_ARRAY && ((char *const *) p->v)[i] == NULL);
+		if (nulls[i])
+		{
+			elems[i] = (Datum) 0;
+			continue;
+		}
 		switch (t)
 		{
 			case EP_TEXT_ARRAY:
-				null |= ((char *const *) p->v)[i] == NULL;
-				elems[i] = null ? (Datum) 0 : CStringGetTextDatum(((char *const *) p->v)[i]);
+				elems[i] = CStringGetTextDatum(((char *const *) p->v)[i]);
 				break;
 			case EP_INT4_ARRAY:
 				elems[i] = Int32GetDatum(((const int32 *) p->v)[i]);
@@ -148,10 +153,6 @@ param_datum(EpParamType t, const EpParam *p, bool *isnull)
 	}
 	elem = get_element_type(param_oid(t));
 	get_typlenbyvalalign(elem, &typlen, &byval, &align);
-	nulls = palloc(sizeof(bool) * Max(p->n, 1));
-	for (i = 0; i < p->n; i++)
-		nulls[i] = (p->isnull && p->isnull[i]) ||
-			(t == EP_TEXT_ARRAY && ((char *const *) p->v)[i] == NULL);
 	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs,
 											  elem, typlen, byval, align));
 }

@@ -177,7 +177,7 @@ value_text(char *out, size_t n, struct json_object *v)
 		}
 		out[0] = '"';
 		ep_json_excerpt(out + 1, n - 2, json_object_get_string(v),
-				(size_t) json_object_get_string_len(v), 40);
+						(size_t) json_object_get_string_len(v), 40);
 		len = strlen(out);
 		out[len] = '"';
 		out[len + 1] = '\0';

@@ -42,8 +42,8 @@ backoff_ms(DestConfig *d, int attempts)
 /* Queue an outcome for recording. */
 void
 ep_add_outcome(int64 id, int attempts, OutcomeKind kind, int status,
-			const char *error, const char *excerpt, long delay_ms,
-			const char *event_id, const char *dest)
+			   const char *error, const char *excerpt, long delay_ms,
+			   const char *event_id, const char *dest)
 {
 	MemoryContext old = MemoryContextSwitchTo(ep_worker.outcome_cxt);
 	Outcome    *o = palloc0(sizeof(Outcome));
@@ -130,16 +130,24 @@ retry_too_late(DestConfig *d, DeliveryItem *item, long delay_ms)
  */
 void
 ep_settle_item(DestConfig *d, DeliveryItem *item, ItemResult *res,
-			const char *excerpt, long retry_after_ms)
+			   const char *excerpt, long retry_after_ms)
 {
 	const char *name = d ? d->name : "?";
 	int			max_attempts = d ? d->max_attempts : 1;
-	long		delay = d ? retry_delay(d, item, retry_after_ms) : 0;
+	/* the target asked us to wait (429 with Retry-After): not an attempt */
+	bool		paused = d != NULL && res->status == 429 && retry_after_ms > 0;
+	bool		exhausted = res->permanent || item->attempts >= max_attempts || d == NULL;
+	long		delay = 0;
+	bool		too_late = false;
 
-	if (d != NULL && !(res->status == 429 && retry_after_ms > 0))
+	if (!res->ok && !paused && !exhausted)
+	{
+		delay = retry_delay(d, item, retry_after_ms);
+		too_late = retry_too_late(d, item, delay);
+	}
+	if (d != NULL && !paused)
 		breaker_record(d, !res->ok && !res->permanent, res);
-	if (res->ok || res->permanent || item->attempts >= max_attempts ||
-		(d != NULL && retry_too_late(d, item, delay)))
+	if (res->ok || (!paused && (exhausted || too_late)))
 		ep_ordered_row_final(d, OUTCOME_DEAD);
 
 	if (res->ok)
@@ -149,27 +157,27 @@ ep_settle_item(DestConfig *d, DeliveryItem *item, ItemResult *res,
 			ep_metric_latency(name, item->event_type,
 							  GetCurrentTimestamp() - item->created_us);
 		ep_add_outcome(item->outbox_id, item->attempts, OUTCOME_DELIVERED,
-					res->status, NULL, NULL, 0, item->event_id, name);
+					   res->status, NULL, NULL, 0, item->event_id, name);
 		if (evpipe_log_deliveries)
 			ereport(LOG,
 					(errmsg("evpipe event=delivered event_id=%s destination=%s attempt=%d status=%d",
 							item->event_id, name, item->attempts, res->status),
 					 errhidestmt(true)));
 	}
-	else if (res->status == 429 && retry_after_ms > 0 && d != NULL)
+	else if (paused)
 	{
 		/* the target asked us to wait: pause it, do not spend the attempt */
 		ep_add_outcome(item->outbox_id, item->attempts, OUTCOME_RELEASE,
-					res->status, res->error, excerpt, retry_after_ms,
-					item->event_id, name);
+					   res->status, res->error, excerpt, retry_after_ms,
+					   item->event_id, name);
 	}
-	else if (res->permanent || item->attempts >= max_attempts || d == NULL)
+	else if (exhausted)
 	{
 		ep_metric_add(EP_MK_DELIVERY, name, item->event_type, EP_M_DEAD, 1);
 		ep_add_outcome(item->outbox_id, item->attempts, OUTCOME_DEAD,
-					res->status, res->error, excerpt, 0, item->event_id, name);
+					   res->status, res->error, excerpt, 0, item->event_id, name);
 	}
-	else if (retry_too_late(d, item, delay))
+	else if (too_late)
 	{
 		char		error[sizeof(res->error) + 128];
 
@@ -178,15 +186,15 @@ ep_settle_item(DestConfig *d, DeliveryItem *item, ItemResult *res,
 				 d->max_age_ms, res->error);
 		ep_metric_add(EP_MK_DELIVERY, name, item->event_type, EP_M_DEAD, 1);
 		ep_add_outcome(item->outbox_id, item->attempts, OUTCOME_DEAD,
-					res->status, error, excerpt, 0, item->event_id, name);
+					   res->status, error, excerpt, 0, item->event_id, name);
 	}
 	else
 	{
 		ep_metric_add(EP_MK_DELIVERY, name, item->event_type, EP_M_RETRIED, 1);
 
 		ep_add_outcome(item->outbox_id, item->attempts, OUTCOME_RETRY,
-					res->status, res->error, excerpt, delay, item->event_id,
-					name);
+					   res->status, res->error, excerpt, delay, item->event_id,
+					   name);
 		{
 			TimestampTz at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), delay);
 

@@ -204,7 +204,7 @@ build_request(const DeliveryKind *kind, DeliveryRequest *r, char *error,
  */
 void
 ep_start_request(DestConfig *d, const DeliveryKind *kind, DeliveryRequest *r,
-			  TimestampTz start_at)
+				 TimestampTz start_at)
 {
 	char		error[512];
 	bool		ok = true;
@@ -492,7 +492,7 @@ ep_collect_finished(void)
 		excerpt = response_excerpt(r);
 		for (i = 0; i < r->nitems; i++)
 			ep_settle_item(d, &r->items[i], &r->results[i], excerpt,
-						r->results[i].status == 429 || r->results[i].status == 503 ?
+						   r->results[i].status == 429 || r->results[i].status == 503 ?
 						retry_after_ms : -1);
 		ep_request_free(r);
 	}
