@@ -278,8 +278,8 @@ new_holder(void)
 
 /*
  * After connecting: the server's settings, this daemon's lease holder
- * lock (a new id if another session holds it), a fresh look at
- * everything.
+ * lock (a new id if another session holds it), the leases of holders that
+ * are gone, a fresh look at everything.
  */
 static void
 after_connect(void)
@@ -293,6 +293,8 @@ after_connect(void)
 
 		ep_begin_tx("evpiped: taking the lease holder lock");
 		got = ep_take_lease_lock();
+		if (got)
+			ep_release_stale_leases();
 		ep_commit_tx();
 		if (got)
 			break;
