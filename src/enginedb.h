@@ -91,6 +91,7 @@ typedef struct EpRows
 /* enginesql.c */
 extern const EpStmtDef ep_stmts[EP_SQL_COUNT];
 extern const char *ep_stmt_sql(EpStmt stmt);
+extern Oid	ep_param_oid(EpParamType t);
 
 /* supplied by the host */
 extern EpRows *ep_db_exec(EpStmt stmt, const EpParam *params);

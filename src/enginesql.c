@@ -8,6 +8,8 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_type_d.h"
+
 #include "enginedb.h"
 
 /*
@@ -295,4 +297,30 @@ ep_stmt_sql(EpStmt stmt)
 			break;
 	}
 	return NULL;
+}
+
+/* The Oid of a parameter type. */
+Oid
+ep_param_oid(EpParamType t)
+{
+	switch (t)
+	{
+		case EP_TEXT:
+			return TEXTOID;
+		case EP_INT4:
+			return INT4OID;
+		case EP_BOOL:
+			return BOOLOID;
+		case EP_TEXT_ARRAY:
+			return TEXTARRAYOID;
+		case EP_INT4_ARRAY:
+			return INT4ARRAYOID;
+		case EP_INT8_ARRAY:
+			return INT8ARRAYOID;
+		case EP_BOOL_ARRAY:
+			return BOOLARRAYOID;
+		case EP_TIMESTAMPTZ_ARRAY:
+			return TIMESTAMPTZARRAYOID;
+	}
+	return InvalidOid;
 }

@@ -386,32 +386,6 @@ param_text(EpParamType t, const EpParam *p)
 	return buf.data;
 }
 
-/* The Oid of a parameter type. */
-static Oid
-param_oid(EpParamType t)
-{
-	switch (t)
-	{
-		case EP_TEXT:
-			return TEXTOID;
-		case EP_INT4:
-			return INT4OID;
-		case EP_BOOL:
-			return BOOLOID;
-		case EP_TEXT_ARRAY:
-			return TEXTARRAYOID;
-		case EP_INT4_ARRAY:
-			return INT4ARRAYOID;
-		case EP_INT8_ARRAY:
-			return INT8ARRAYOID;
-		case EP_BOOL_ARRAY:
-			return BOOLARRAYOID;
-		case EP_TIMESTAMPTZ_ARRAY:
-			return TIMESTAMPTZARRAYOID;
-	}
-	return InvalidOid;
-}
-
 /* Run one of the engine's statements on the connection. */
 EpRows *
 ep_db_exec(EpStmt stmt, const EpParam *params)
@@ -435,7 +409,7 @@ ep_db_exec(EpStmt stmt, const EpParam *params)
 		Oid			types[16];
 
 		for (i = 0; i < def->nparams; i++)
-			types[i] = param_oid(def->types[i]);
+			types[i] = ep_param_oid(def->types[i]);
 		res = PQprepare(conn, name, ep_stmt_sql(stmt), def->nparams, types);
 		if (PQresultStatus(res) != PGRES_COMMAND_OK)
 			throw_result(res, def->name);

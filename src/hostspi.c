@@ -64,32 +64,6 @@ ep_commit_tx_durable(void)
 	XLogFlush(XactLastCommitEnd);
 }
 
-/* The Oid of a parameter type. */
-static Oid
-param_oid(EpParamType t)
-{
-	switch (t)
-	{
-		case EP_TEXT:
-			return TEXTOID;
-		case EP_INT4:
-			return INT4OID;
-		case EP_BOOL:
-			return BOOLOID;
-		case EP_TEXT_ARRAY:
-			return TEXTARRAYOID;
-		case EP_INT4_ARRAY:
-			return INT4ARRAYOID;
-		case EP_INT8_ARRAY:
-			return INT8ARRAYOID;
-		case EP_BOOL_ARRAY:
-			return BOOLARRAYOID;
-		case EP_TIMESTAMPTZ_ARRAY:
-			return TIMESTAMPTZARRAYOID;
-	}
-	return InvalidOid;
-}
-
 /* A parameter as a Datum (arrays built here); *isnull for a null scalar. */
 static Datum
 param_datum(EpParamType t, const EpParam *p, bool *isnull)
@@ -151,7 +125,7 @@ param_datum(EpParamType t, const EpParam *p, bool *isnull)
 				elog(ERROR, "evpipe: not an array parameter type");
 		}
 	}
-	elem = get_element_type(param_oid(t));
+	elem = get_element_type(ep_param_oid(t));
 	get_typlenbyvalalign(elem, &typlen, &byval, &align);
 	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs,
 											  elem, typlen, byval, align));
@@ -179,7 +153,7 @@ ep_db_exec(EpStmt stmt, const EpParam *params)
 		Oid			types[16];
 
 		for (i = 0; i < def->nparams; i++)
-			types[i] = param_oid(def->types[i]);
+			types[i] = ep_param_oid(def->types[i]);
 		/*
 		 * One generic plan: the parameters are arrays a statement unnests,
 		 * so a custom plan would know nothing more, and planning every
