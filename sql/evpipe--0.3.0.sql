@@ -1037,7 +1037,12 @@ AS $$
 	WITH w AS (
 		SELECT COALESCE(NULLIF(pg_catalog.current_setting('evpipe.workers', true), ''), '0')::int AS configured,
 			(SELECT count(*) FROM pg_catalog.pg_stat_activity
-			 WHERE backend_type = 'evpipe delivery worker')::int AS alive
+			 WHERE backend_type = 'evpipe delivery worker')::int AS alive,
+			-- evpiped holds the lease holder lock (1702260841, a negative id) while connected
+			(SELECT count(*) FROM pg_catalog.pg_locks
+			 WHERE locktype = 'advisory' AND granted AND classid = 1702260841 AND objsubid = 2
+			  AND objid::int8 >= 2147483648
+			  AND database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))::int AS daemons
 	), o AS (
 		SELECT count(*)::bigint AS pending,
 			COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS oldest
@@ -1049,15 +1054,15 @@ AS $$
 		FROM evpipe.destinations WHERE NOT enabled
 	)
 	SELECT pg_catalog.jsonb_build_object(
-		'status', CASE WHEN w.alive < w.configured OR w.configured = 0 THEN 'degraded'
+		'status', CASE WHEN w.alive < w.configured OR (w.configured = 0 AND w.daemons = 0) THEN 'degraded'
 			WHEN d.dead > 0 OR o.oldest > 300 THEN 'warning' ELSE 'ok' END,
-		'workersConfigured', w.configured, 'workersAlive', w.alive,
+		'workersConfigured', w.configured, 'workersAlive', w.alive, 'daemonsConnected', w.daemons,
 		'pending', o.pending, 'oldestPendingAgeSeconds', round(o.oldest::numeric, 3),
 		'deadLettersLastHour', d.dead, 'pausedDestinations', p.paused)
 	FROM w, o, d, p;
 $$;
 COMMENT ON FUNCTION evpipe.health() IS
-	'A summary for on-call: workers alive vs configured, pending rows and the oldest one''s age, dead letters in the last hour, paused destinations';
+	'A summary for on-call: workers alive vs configured, evpiped daemons connected, pending rows and the oldest one''s age, dead letters in the last hour, paused destinations';
 
 CREATE FUNCTION evpipe.metrics()
 RETURNS text
