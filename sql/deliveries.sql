@@ -29,7 +29,13 @@ WHERE table_schema = 'evpipe' AND table_name = 'stats' ORDER BY ordinal_position
 -- Without workers nothing is delivered, but the extension still ingests.
 SHOW evpipe.workers;
 
--- DROP EXTENSION removes everything but the roles.
-DROP EXTENSION evpipe CASCADE;
+-- Uninstalling removes everything but the roles: DROP EXTENSION (the
+-- extension), DROP SCHEMA evpipe CASCADE (the managed install).
+SET client_min_messages = warning;
+DO $$ BEGIN
+	IF EXISTS (SELECT FROM pg_extension WHERE extname = 'evpipe') THEN DROP EXTENSION evpipe CASCADE;
+	ELSE DROP SCHEMA evpipe CASCADE; END IF;
+END $$;
+RESET client_min_messages;
 SELECT count(*) FROM pg_namespace WHERE nspname = 'evpipe';
 SELECT rolname FROM pg_roles WHERE rolname LIKE 'evpipe%' ORDER BY 1;

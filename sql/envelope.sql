@@ -59,8 +59,7 @@ SELECT try_ingest(ev('x6', 'ACCOUNT_UPDATED', '{"accountId": "a"}') || '{"tracep
 SELECT try_ingest(ev('x6', 'ACCOUNT_UPDATED', '{"accountId": "a"}') || '{"traceparent": "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}');
 SELECT try_ingest(ev('x6', 'ACCOUNT_UPDATED', '{"accountId": "a"}') || '{"traceparent": "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"}');
 
--- Size: evpipe.max_event_bytes (default 262144, SQS's limit) of JSON text
-SHOW evpipe.max_event_bytes;
+-- Size: evpipe.max_event_bytes (default 256kB, SQS's limit) of JSON text
 SET evpipe.max_event_bytes = 300;
 SELECT try_ingest(ev('big', 'ACCOUNT_UPDATED', jsonb_build_object('accountId', repeat('x', 400))));
 RESET evpipe.max_event_bytes;
@@ -68,3 +67,8 @@ SELECT try_ingest(ev('big', 'ACCOUNT_UPDATED', jsonb_build_object('accountId', r
 
 -- Nothing was written for any refusal
 SELECT count(*) FROM evpipe.events WHERE event_id IN ('x1', 'x2', 'x3', 'x4', 'x6', 'big');
+
+-- A call refused after its eventId was read, then a NULL: the log line of the
+-- second names no eventId of the first (its memory is gone with the first call)
+SELECT try_ingest(ev('stale-1', 'NOT_A_TYPE', '{}'));
+SELECT try_ingest(NULL);

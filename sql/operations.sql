@@ -48,7 +48,7 @@ FROM evpipe.health() h;
 SELECT line FROM regexp_split_to_table(evpipe.metrics(), E'\n') AS line
 WHERE line ~ '^# TYPE' ORDER BY 1;
 SELECT line FROM regexp_split_to_table(evpipe.metrics(), E'\n') AS line
-WHERE line ~ '^evpipe_(ingest_throttled_total|events_rejected_total\{reason="(registered|unique)"\}|pending\{destination="ledger"\})'
+WHERE line ~ '^evpipe_pending\{destination="ledger"\}'
 ORDER BY 1;
 SELECT (regexp_match(evpipe.metrics(), 'evpipe_events_ingested_total\{event_type="ACCOUNT_UPDATED"\} (\d+)'))[1]::int > 10
 	AS ingested_counted;

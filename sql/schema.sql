@@ -131,3 +131,20 @@ SELECT evpipe.register_event_type('ANY', '{"type": "object"}');
 SELECT evpipe.add_route('ANY', 'versions');
 SELECT ingest_status(ev('deep-ok2', 'ANY', ('{"a":' || repeat('[', 62) || repeat(']', 62) || '}')::jsonb));
 SELECT try_ingest(ev('deep-bad', 'ANY', ('{"a":' || repeat('[', 70) || repeat(']', 70) || '}')::jsonb));
+
+-- evpipe.validate (0.4.0): the validator on its own; paths from $, the first error.
+SELECT evpipe.validate('{"type": "object", "required": ["a"]}', '{"a": 1}') IS NULL AS valid;
+SELECT evpipe.validate('{"type": "object", "required": ["a"]}', '{}');
+SELECT evpipe.validate('{"type": "object", "properties": {"items": {"type": "array", "items": {"type": "integer", "minimum": 0}}}}',
+	'{"items": [1, 2, -3, "x"]}');
+SELECT evpipe.validate('{"type": "string", "format": "uuid"}', '"not-a-uuid"');
+SELECT evpipe.validate('{"enum": [1, "a"]}', '1.0') IS NULL AS one_equals_one_point_zero;
+SELECT evpipe.validate('{"type": "array"}', (repeat('[', 70) || repeat(']', 70))::jsonb);
+-- an invalid schema is refused as register_event_type refuses it
+SELECT evpipe.validate('{"type": "strnig"}', '1');
+SELECT evpipe.validate('{"$ref": "#/x"}', '1');
+SELECT evpipe.validate(NULL, '1') IS NULL AS strict;
+-- producers may call it
+SET ROLE evpipe_producer;
+SELECT evpipe.validate('{"maxLength": 2}', '"abc"');
+RESET ROLE;

@@ -30,6 +30,16 @@ SELECT * FROM evpipe._deliver_function('wr-ok', '{"eventId": "wr-1"}');
 SELECT * FROM evpipe._deliver_function('wr-boom', '{"eventId": "wr-2"}');
 SELECT * FROM evpipe._deliver_function('wr-bad', '{"eventId": "wr-3"}');
 SELECT * FROM evpipe._deliver_function('ledger', '{"eventId": "wr-4"}');
+-- settling: the delivered row, a dead letter, the outcome event (in a
+-- transaction rolled back: the rows are made up)
+BEGIN;
+INSERT INTO evpipe.delivered (event_id, destination, attempts, created_at) VALUES ('wr-s1', 'wr-ok', 1, now());
+INSERT INTO evpipe.dead_letters (event_id, event_type, source, destination, attempts, created_at, event)
+	VALUES ('wr-s2', 'X', 'e2e', 'wr-ok', 3, now(), '{}');
+UPDATE evpipe.dead_letters SET last_error = 'HTTP 500' WHERE event_id = 'wr-s2';
+SELECT evpipe._emit_outcome('wr-s1', 'wr-ok', true, 1, 200, NULL);
+SELECT count(*) AS settled FROM evpipe.delivered WHERE event_id = 'wr-s1';
+ROLLBACK;
 -- and nothing more
 SELECT evpipe.ingest(ev('wr-5', 'ACCOUNT_UPDATED', '{"accountId": "a"}'));
 SELECT evpipe.create_destination('wr-evil', 'http', '{"url": "http://127.0.0.1:1/"}');
@@ -38,6 +48,8 @@ SELECT * FROM evpipe.sources;
 SELECT evpipe.replay_dead_letters();
 SELECT evpipe.purge_dead_letters();
 INSERT INTO evpipe.outbox (event_id, destination) VALUES ('x', 'ledger');
+DELETE FROM evpipe.dead_letters;
+DELETE FROM evpipe.delivered;
 RESET ROLE;
 -- the handler ran as the destination's owner, and only the one that succeeded wrote
 SELECT event_id, run_as FROM public.wr_handled;

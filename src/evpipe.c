@@ -61,6 +61,7 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 void		_PG_init(void);
 PG_FUNCTION_INFO_V1(evpipe_wake_workers);
 PG_FUNCTION_INFO_V1(evpipe_config_changed);
+PG_FUNCTION_INFO_V1(evpipe_version);
 
 /* Size of the shared state. */
 static Size
@@ -246,6 +247,36 @@ evpipe_request_wake(void)
 		xact_callback_registered = true;
 	}
 	wake_at_commit = true;
+}
+
+/* SQL: evpipe.version(): the installed schema's version, as pg_extension has it. */
+Datum
+evpipe_version(PG_FUNCTION_ARGS)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	text	   *result = NULL;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'evpipe'",
+					true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "reading the extension's version failed");
+	if (SPI_processed == 1)
+	{
+		char	   *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+		if (v != NULL)
+		{
+			MemoryContext spi = MemoryContextSwitchTo(caller);
+
+			result = cstring_to_text(v);
+			MemoryContextSwitchTo(spi);
+		}
+	}
+	SPI_finish();
+	if (result == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(result);
 }
 
 /* SQL: evpipe._wake_workers() */

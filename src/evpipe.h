@@ -72,7 +72,7 @@ extern int	evpipe_execute_plan_with_off(struct _SPI_plan *plan, Datum *values,
 										 const char *const *settings,
 										 int nsettings);
 
-/* ingest.c */
+/* ingestconfig.c */
 extern void evpipe_config_invalidate(void);
 
 /* engine.c */

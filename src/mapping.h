@@ -3,8 +3,8 @@
  * mapping.h
  *	  JSON-path segments and the rules of mapped sources (sources that
  *	  cannot send the envelope). No PostgreSQL dependency, so they can be
- *	  unit-tested and fuzzed alone; src/ingest.c and src/jsonschema.c both
- *	  use them.
+ *	  unit-tested and fuzzed alone; src/ingestenvelope.c and
+ *	  src/jsonschema.c both use them.
  *
  *-------------------------------------------------------------------------
  */

@@ -28,7 +28,7 @@
 
 #include "mapping.h"
 
-#define PATH_LEN 256			/* EP_ERR_PATH_LEN, as ingest.c uses */
+#define PATH_LEN 256			/* EP_ERR_PATH_LEN, as ingestenvelope.c uses */
 
 #define REQUIRE(cond, what) \
 	do { \
