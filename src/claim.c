@@ -32,6 +32,8 @@ typedef struct ClaimPlan
 	TimestampTz reserved_at;	/* when the offsets were given (our clock) */
 	bool		shared;			/* its rate limit's schedule is in the database */
 	TimestampTz tat;			/* shared: the schedule's next send (its clock) */
+	int			wanted;			/* shared: rows it would have taken */
+	int64		full_us;		/* shared: how long the schedule stays full */
 	List	   *items;			/* DeliveryItem * */
 	bool		probe;			/* the circuit breaker's probe row */
 } ClaimPlan;
@@ -58,6 +60,69 @@ ep_release_stale_leases(void)
 						rows->processed)));
 }
 
+/* Append the outbox ids of a list's requests. */
+static int
+request_ids(dlist_head *list, int64 **ids, int n, int *cap)
+{
+	dlist_iter	iter;
+
+	dlist_foreach(iter, list)
+	{
+		DeliveryRequest *r = dlist_container(DeliveryRequest, node, iter.cur);
+		int			i;
+
+		for (i = 0; i < r->nitems; i++)
+		{
+			if (n >= *cap)
+			{
+				*cap *= 2;
+				*ids = repalloc(*ids, sizeof(int64) * *cap);
+			}
+			(*ids)[n++] = r->items[i].outbox_id;
+		}
+	}
+	return n;
+}
+
+/*
+ * Release the rows leased to this worker's holder that it no longer has in
+ * flight nor waiting to be recorded: after a server crash lost the last
+ * (asynchronous) outcome commits, a daemon that reconnects with the same
+ * holder would otherwise keep them until their lease ran out. Requires an
+ * open transaction.
+ */
+void
+ep_release_forgotten_leases(void)
+{
+	int			cap = 64;
+	int64	   *ids = palloc(sizeof(int64) * cap);
+	int			n = 0;
+	int32		holder = ep_worker.lease_holder;
+	ListCell   *lc;
+	EpRows	   *rows;
+
+	n = request_ids(&ep_worker.active, &ids, n, &cap);
+	n = request_ids(&ep_worker.scheduled, &ids, n, &cap);
+	foreach(lc, ep_worker.outcomes)
+	{
+		if (n >= cap)
+		{
+			cap *= 2;
+			ids = repalloc(ids, sizeof(int64) * cap);
+		}
+		ids[n++] = ((Outcome *) lfirst(lc))->outbox_id;
+	}
+	{
+		EpParam		params[2] = {{&holder, 1}, {ids, n}};
+
+		rows = ep_db_exec(EP_SQL_RELEASE_MINE, params);
+	}
+	if (rows->processed > 0)
+		ereport(LOG,
+				(errmsg("evpipe event=leases_released rows=" UINT64_FORMAT " reason=\"not in flight after a reconnect\"",
+						rows->processed)));
+}
+
 /*
  * Take this worker's lease holder lock for the session (EP_SQL_RELEASE
  * reads them); false if another session holds it. Requires an open
@@ -73,6 +138,28 @@ ep_take_lease_lock(void)
 
 	return rows->processed == 1 && ep_cell(rows, 0, 0) != NULL &&
 		strcmp(ep_cell(rows, 0, 0), "t") == 0;
+}
+
+/* how far ahead a claim reserves send times */
+#define RATE_HORIZON_MS 1000
+
+/*
+ * A shared schedule another host filled up to the horizon: how long until
+ * it has room for a quarter of what this claim wanted (0: it had room).
+ * Until then a claim would reserve nothing; after it, claiming again keeps
+ * the hosts taking turns at the limit instead of waiting for a tick.
+ */
+static int64
+schedule_full_us(const ClaimPlan *p, TimestampTz db_now)
+{
+	int64		interval = ep_rate_interval_us(p->dest->rate_limit);
+	int64		us;
+
+	if (p->reserved >= p->wanted)
+		return 0;
+	us = p->tat - (db_now + (int64) RATE_HORIZON_MS * 1000) +
+		interval * Max(1, p->wanted / 4);
+	return Min(Max(us, 5000), (int64) RATE_HORIZON_MS * 1000);
 }
 
 /*
@@ -112,10 +199,12 @@ reserve_shared(ClaimPlan *plans, int n)
 			if (!p->shared || strcmp(d->name, ep_cell(rows, r, 0)) != 0)
 				continue;
 			p->tat = ep_cell_int(rows, r, 1, 0);
+			p->wanted = p->reserved;
 			p->reserved = ep_rate_reserve_at(d->slot, &p->tat, ep_cell_int(rows, r, 2, 0),
 											 d->rate_limit, d->rate_burst, p->reserved,
-											 1000, p->offsets);
+											 RATE_HORIZON_MS, p->offsets);
 			p->reserved_at = got;
+			p->full_us = schedule_full_us(p, ep_cell_int(rows, r, 2, 0));
 		}
 }
 
@@ -403,6 +492,14 @@ ep_claim_and_start(void)
 		 * "full" is not the test); an empty claim ends the backlog.
 		 */
 		d->backlog = (p->used > 0);
+		if (p->shared && p->used == 0 && p->full_us > 0)
+		{
+			/* rows may wait that the full schedule kept back: look again */
+			d->backlog = true;
+			d->look_at = claimed_at + p->full_us;
+		}
+		else
+			d->look_at = 0;
 		if (p->probe && p->used == 0)
 			ep_breaker_unadmit(d->slot);
 		if (p->used < p->reserved && !p->shared)

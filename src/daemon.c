@@ -38,6 +38,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "cli.h"
 #include "daemonhttp.h"
 #include "daemonrt.h"
 #include "engine.h"
@@ -45,10 +46,11 @@
 #include "evpipe.h"
 #include "hostpq.h"
 #include "metrics.h"
+#include "migrate.h"
 #include "netpolicy.h"
 #include "ratelimit.h"
 
-#define EVPIPED_VERSION "0.3.0"
+#define EVPIPED_VERSION "0.4.0"
 #define BACKOFF_MIN_MS 250
 #define BACKOFF_MAX_MS 30000
 #define DEST_RELOAD_US (30 * USECS_PER_SEC)
@@ -72,17 +74,57 @@ typedef struct DaemonSetting
 	bool	   *bvar;			/* a boolean one */
 	int			min;
 	int			max;
+	bool		ms;				/* a duration in milliseconds */
 	bool		from_flag;		/* given on the command line: kept */
 } DaemonSetting;
 
 static DaemonSetting settings[] = {
 	{"evpipe.max_in_flight", &evpipe_max_in_flight, NULL, 1, 1024},
 	{"evpipe.batch_size", &evpipe_batch_size, NULL, 1, 10000},
-	{"evpipe.lease_ms", &evpipe_lease_ms, NULL, 1000, 24 * 3600 * 1000},
-	{"evpipe.tick_ms", &evpipe_tick_ms, NULL, 10, 600000},
+	{"evpipe.lease_ms", &evpipe_lease_ms, NULL, 1000, 24 * 3600 * 1000, true},
+	{"evpipe.tick_ms", &evpipe_tick_ms, NULL, 10, 600000, true},
 	{"evpipe.log_deliveries", NULL, &evpipe_log_deliveries},
 	{"evpipe.outcome_events", NULL, &evpipe_outcome_events},
 };
+
+/* A unit of a duration setting, in milliseconds. */
+typedef struct DurationUnit
+{
+	const char *name;
+	int64		ms;
+} DurationUnit;
+
+static const DurationUnit duration_units[] = {
+	{"", 1}, {"ms", 1}, {"s", 1000}, {"min", 60000}, {"h", 3600000}, {"d", 86400000}};
+
+/*
+ * A setting's text as an integer: for durations, a number of milliseconds
+ * with an optional unit ("5000", "5s", "1min"). False if it does not parse.
+ */
+static bool
+parse_setting(const DaemonSetting *st, const char *v, int64 *out)
+{
+	char	   *end;
+	long long	n = strtoll(v, &end, 10);
+	int			i;
+
+	if (end == v)
+		return false;
+	while (*end == ' ')
+		end++;
+	if (!st->ms)
+	{
+		*out = n;
+		return *end == '\0';
+	}
+	for (i = 0; i < (int) lengthof(duration_units); i++)
+		if (strcmp(end, duration_units[i].name) == 0)
+		{
+			*out = (int64) n * duration_units[i].ms;
+			return true;
+		}
+	return false;
+}
 
 /* The command line. */
 typedef struct DaemonOptions
@@ -118,6 +160,7 @@ usage(void)
 	printf("evpiped delivers evpipe's outbox from outside the database server.\n\n"
 		   "Usage:\n"
 		   "  evpiped run [OPTION]...\n"
+		   "  evpiped migrate [--dsn CONNINFO] [--to VERSION] [--dry-run]\n"
 		   "  evpiped --help | --version\n\n"
 		   "Options for run:\n"
 		   "  --dsn CONNINFO              database to deliver for (a libpq connection string or\n"
@@ -130,7 +173,11 @@ usage(void)
 		   "  --max-in-flight N           rows in flight at once (default: the server's\n"
 		   "                              evpipe.max_in_flight, 64)\n"
 		   "  --verbose                   log DEBUG lines too\n\n"
-		   "The login role needs membership in evpipe_worker; the database needs evpipe 0.3.0 or later.\n"
+		   "The login role needs membership in evpipe_worker; the database needs evpipe 0.3.0 or later.\n\n"
+		   "migrate installs evpipe without C (the managed install, for Amazon RDS, Aurora and other\n"
+		   "servers that load no extension of ours) into the database, or upgrades it to this evpiped's\n"
+		   "version (or --to VERSION), each step in one transaction; --dry-run only tells the steps.\n"
+		   "It needs the database owner with CREATEROLE (or the evpipe roles created beforehand).\n\n"
 		   "SIGTERM stops (in-flight rows are given back); SIGHUP re-reads the server's evpipe.* settings.\n");
 }
 
@@ -152,71 +199,75 @@ config_error(const char *msg)
 	exit(1);
 }
 
+/* The options of "run". */
+enum
+{
+	OPT_DSN,
+	OPT_METRICS_ADDR,
+	OPT_NETWORKS,
+	OPT_MAX_IN_FLIGHT,
+	OPT_VERBOSE
+};
+static const EpCliOption run_options[] = {
+	[OPT_DSN] = {"--dsn", true},
+	[OPT_METRICS_ADDR] = {"--metrics-addr", true},
+	[OPT_NETWORKS] = {"--destination-networks", true},
+	[OPT_MAX_IN_FLIGHT] = {"--max-in-flight", true},
+	[OPT_VERBOSE] = {"--verbose", false},
+	{NULL, false}
+};
+
 /* Parse the command line of "run". */
 static void
 parse_run_options(int argc, char **argv)
 {
-	int			i;
-
-	for (i = 2; i < argc; i++)
+	for (int i = 2; i < argc; i++)
 	{
-		const char *a = argv[i];
-		const char *eq = strchr(a, '=');
-		char		flag[64];
-		const char *val = NULL;
+		const char *val;
+		char	   *end;
+		long		n;
 
-		if (strncmp(a, "--", 2) != 0)
-			usage_error("unexpected argument \"%s\"", a);
-		if (eq && (size_t) (eq - a) < sizeof(flag))
+		switch (ep_cli_option(argc, argv, &i, run_options, &val, "evpiped"))
 		{
-			memcpy(flag, a, eq - a);
-			flag[eq - a] = '\0';
-			val = eq + 1;
-		}
-		else
-			strlcpy(flag, a, sizeof(flag));
-		if (strcmp(flag, "--verbose") == 0)
-		{
-			opts.verbose = true;
-			continue;
-		}
-		if (strcmp(flag, "--dsn") != 0 && strcmp(flag, "--metrics-addr") != 0 &&
-			strcmp(flag, "--destination-networks") != 0 && strcmp(flag, "--max-in-flight") != 0)
-			usage_error("unknown option %s", flag);
-		if (val == NULL)
-		{
-			if (i + 1 >= argc)
-				usage_error("option %s needs a value", flag);
-			val = argv[++i];
-		}
-		if (strcmp(flag, "--dsn") == 0)
-			opts.dsn = val;
-		else if (strcmp(flag, "--metrics-addr") == 0)
-			opts.metrics_addr = val;
-		else if (strcmp(flag, "--destination-networks") == 0)
-			opts.networks = val;
-		else
-		{
-			char	   *end;
-			long		n = strtol(val, &end, 10);
-
-			if (*end != '\0' || n < 1 || n > 1024)
-				usage_error("--max-in-flight must be an integer from 1 to 1024, not \"%s\"", val);
-			evpipe_max_in_flight = (int) n;
-			settings[0].from_flag = true;
+			case OPT_DSN:
+				opts.dsn = val;
+				break;
+			case OPT_METRICS_ADDR:
+				opts.metrics_addr = val;
+				break;
+			case OPT_NETWORKS:
+				opts.networks = val;
+				break;
+			case OPT_MAX_IN_FLIGHT:
+				n = strtol(val, &end, 10);
+				if (*end != '\0' || n < 1 || n > 1024)
+					usage_error("--max-in-flight must be an integer from 1 to 1024, not \"%s\"", val);
+				evpipe_max_in_flight = (int) n;
+				settings[0].from_flag = true;
+				break;
+			case OPT_VERBOSE:
+				opts.verbose = true;
+				break;
 		}
 	}
 }
 
-/* Install a destination networks list; false (and *err) if it does not parse. */
+/*
+ * Install a destination networks list; false (and *err) if it does not
+ * parse. The list it replaces is freed: the open-socket callback reads the
+ * installed one only while curl connects, in this same thread.
+ */
 static bool
 install_networks(const char *list, char *err, size_t errlen)
 {
+	static EpNetPolicy *installed = NULL;
 	EpNetPolicy *policy = ep_netpolicy_parse(list ? list : "", err, errlen);
 
 	if (policy == NULL)
 		return false;
 	ep_netpolicy_install(policy);
+	free(installed);
+	installed = policy;
 	return true;
 }
 
@@ -235,18 +286,29 @@ load_server_settings(void)
 
 		if (settings[i].from_flag)
 			continue;
-		res = PQexecParams(conn, "SELECT pg_catalog.current_setting($1, true)", 1, NULL,
+		/*
+		 * pg_settings gives a duration in its base unit (milliseconds here)
+		 * when the server defines the setting; a placeholder (a server that
+		 * does not load the library) is the text as written, units and all.
+		 */
+		res = PQexecParams(conn, "SELECT COALESCE((SELECT setting FROM pg_catalog.pg_settings WHERE name = $1),"
+						   " pg_catalog.current_setting($1, true))", 1, NULL,
 						   params, NULL, NULL, 0);
 		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
 			!PQgetisnull(res, 0, 0))
 		{
+			int64		n;
+
 			v = PQgetvalue(res, 0, 0);
 			if (settings[i].ivar)
 			{
-				long		n = strtol(v, NULL, 10);
-
-				if (n >= settings[i].min && n <= settings[i].max)
+				if (parse_setting(&settings[i], v, &n) && n >= settings[i].min && n <= settings[i].max)
 					*settings[i].ivar = (int) n;
+				else
+					ereport(WARNING,
+							(errmsg("evpipe event=settings_ignored setting=%s value=\"%s\" reason=\"not a value from %d to %d%s\"",
+									settings[i].name, v, settings[i].min, settings[i].max,
+									settings[i].ms ? " ms" : "")));
 			}
 			else
 				*settings[i].bvar = strcmp(v, "on") == 0 || strcmp(v, "true") == 0;
@@ -278,8 +340,12 @@ new_holder(void)
 
 /*
  * After connecting: the server's settings, this daemon's lease holder
- * lock (a new id if another session holds it), the leases of holders that
- * are gone, a fresh look at everything.
+ * lock (a new id if another session holds it), its own leases that it no
+ * longer has in flight, a fresh look at everything. The leases of holders
+ * that are gone wait for the periodic check, a full period from now: after
+ * a server restart the other daemons need a moment to reconnect and take
+ * their locks again, and releasing their rows before that would send what
+ * they still have in flight a second time.
  */
 static void
 after_connect(void)
@@ -294,7 +360,7 @@ after_connect(void)
 		ep_begin_tx("evpiped: taking the lease holder lock");
 		got = ep_take_lease_lock();
 		if (got)
-			ep_release_stale_leases();
+			ep_release_forgotten_leases();
 		ep_commit_tx();
 		if (got)
 			break;
@@ -302,6 +368,57 @@ after_connect(void)
 	}
 	ep_worker.dests_valid = false;
 	ep_worker.pending_wake = true;
+	ep_worker.last_release = GetCurrentTimestamp();
+}
+
+/*
+ * Retention on a managed install, where no in-server worker runs it: a round
+ * of at most RETENTION_BATCHES batches or RETENTION_BUDGET_MS, each batch
+ * its own transaction (evpipe._retention_batch, which lets one host at a
+ * time remove); soon again while old rows are left, else a period later.
+ */
+#define RETENTION_PERIOD_US (5 * USECS_PER_SEC)
+#define RETENTION_BACKLOG_US (250 * 1000)
+#define RETENTION_BATCHES 10
+#define RETENTION_BUDGET_MS 250
+
+static void
+retention_round(void)
+{
+	static TimestampTz next_round = 0;
+	static char cursor[64] = "";
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz start = now;
+	int64		delivered = 0;
+	int64		events = 0;
+	bool		more = false;
+
+	if (!ep_pq_host_retention() || now < next_round)
+		return;
+	for (int i = 0; i < RETENTION_BATCHES; i++)
+	{
+		bool		isnull = cursor[0] == '\0';
+		const char *arg = cursor;
+		EpParam		p = {&arg, 1, &isnull};
+		EpRows	   *rows;
+
+		ep_begin_tx("evpiped: retention");
+		rows = ep_db_exec(EP_SQL_RETENTION, &p);
+		ep_commit_tx();
+		if (rows->processed != 1)
+			break;
+		delivered += ep_cell_int(rows, 0, 0, 0);
+		events += ep_cell_int(rows, 0, 1, 0);
+		strlcpy(cursor, ep_cell(rows, 0, 2) ? ep_cell(rows, 0, 2) : "", sizeof(cursor));
+		more = ep_cell(rows, 0, 3) && strcmp(ep_cell(rows, 0, 3), "t") == 0;
+		if (!more || GetCurrentTimestamp() - start > RETENTION_BUDGET_MS * 1000)
+			break;
+	}
+	if (delivered > 0)
+		ereport(LOG, (errmsg("evpipe event=delivered_removed rows=" INT64_FORMAT, delivered)));
+	if (events > 0)
+		ereport(LOG, (errmsg("evpipe event=events_removed rows=" INT64_FORMAT, events)));
+	next_round = GetCurrentTimestamp() + (more ? RETENTION_BACKLOG_US : RETENTION_PERIOD_US);
 }
 
 /* A full claim left rows behind: this process looks again at once. */
@@ -356,6 +473,19 @@ healthy(void)
 
 static const EpHttpHandlers http_handlers = {render_metrics, healthy};
 
+/* What notifications mean for the engine: new rows, changed destinations. */
+static void
+note_notifications(bool wake, bool dests)
+{
+	if (wake)
+		ep_worker.pending_wake = true;
+	if (dests)
+	{
+		ep_worker.dests_valid = false;
+		ep_worker.pending_wake = true;
+	}
+}
+
 /*
  * Wait up to timeout_ms for curl's sockets, the connection and the
  * metrics endpoint; then handle what is ready.
@@ -383,6 +513,14 @@ wait_and_drive(long timeout_ms)
 	}
 	if (ep_pq_connected() && PQsocket(ep_pq_conn()) >= 0)
 	{
+		/* notifications read along with the last statements: act at once */
+		bool		wake = false;
+		bool		dests = false;
+
+		(void) ep_pq_consume(false, &wake, &dests);
+		note_notifications(wake, dests);
+		if (wake || dests)
+			timeout_ms = 0;
 		pq_at = n;
 		fds[n].fd = PQsocket(ep_pq_conn());
 		fds[n].events = POLLIN;
@@ -410,15 +548,9 @@ wait_and_drive(long timeout_ms)
 		bool		wake = false;
 		bool		dests = false;
 
-		if (!ep_pq_consume(&wake, &dests))
+		if (!ep_pq_consume(true, &wake, &dests))
 			ep_pq_close();		/* the next pass notices and reconnects */
-		if (wake)
-			ep_worker.pending_wake = true;
-		if (dests)
-		{
-			ep_worker.dests_valid = false;
-			ep_worker.pending_wake = true;
-		}
+		note_notifications(wake, dests);
 	}
 	/* curl's socket list may change while it acts: drive it before http */
 	ep_transport_drive(ncurl > 0 ? ready : NULL);
@@ -437,6 +569,7 @@ run(void)
 	volatile TimestampTz next_connect = 0;
 	volatile TimestampTz last_dest_reload = 0;
 	volatile long backoff_ms = 0;
+	volatile bool started_logged = false;
 	char		last_error[512] = "";
 	void	   *rate_mem;
 	void	   *metrics_mem;
@@ -448,6 +581,7 @@ run(void)
 		char		msg[600];
 
 		snprintf(msg, sizeof(msg), "--dsn cannot be parsed: %s", bad);
+		PQfreemem(bad);
 		if (msg[strlen(msg) - 1] == '\n')
 			msg[strlen(msg) - 1] = '\0';
 		config_error(msg);
@@ -476,10 +610,6 @@ run(void)
 	ep_metrics_shmem_init(metrics_mem, false);
 
 	ep_engine_start(0, new_holder(), true);
-	ereport(LOG,
-			(errmsg("evpipe event=daemon_start version=%s pid=%d holder=%d max_in_flight=%d metrics_addr=%s",
-					EVPIPED_VERSION, MyProcPid, ep_worker.lease_holder, evpipe_max_in_flight,
-					opts.metrics_addr ? opts.metrics_addr : "none")));
 
 	for (;;)
 	{
@@ -510,6 +640,15 @@ run(void)
 
 			if (st == EP_PQ_MISCONFIGURED)
 				config_error(err);
+			/* after the first attempt's checks: a misconfiguration says only its line */
+			if (!started_logged)
+			{
+				ereport(LOG,
+						(errmsg("evpipe event=daemon_start version=%s pid=%d holder=%d metrics_addr=%s",
+								EVPIPED_VERSION, MyProcPid, ep_worker.lease_holder,
+								opts.metrics_addr ? opts.metrics_addr : "none")));
+				started_logged = true;
+			}
 			if (st == EP_PQ_OK)
 			{
 				PGconn	   *c = ep_pq_conn();
@@ -531,9 +670,9 @@ run(void)
 				if (connected)
 				{
 					ereport(LOG,
-							(errmsg("evpipe event=connected host=%s port=%s database=%s user=%s holder=%d",
+							(errmsg("evpipe event=connected host=%s port=%s database=%s user=%s holder=%d max_in_flight=%d",
 									PQhost(c), PQport(c), PQdb(c), PQuser(c),
-									ep_worker.lease_holder)));
+									ep_worker.lease_holder, evpipe_max_in_flight)));
 					ever_connected = true;
 					backoff_ms = 0;
 					last_error[0] = '\0';
@@ -547,7 +686,8 @@ run(void)
 				{
 					ereport(LOG,
 							(errmsg("evpipe event=%s error=\"%s\" retry=backoff",
-									ever_connected ? "reconnect_failed" : "connect_failed", err)));
+									ever_connected ? "reconnect_failed" : "connect_failed",
+									ep_rt_log_quote(err))));
 					strlcpy(last_error, err, sizeof(last_error));
 				}
 				backoff_ms = Min(Max(backoff_ms * 2, BACKOFF_MIN_MS), BACKOFF_MAX_MS);
@@ -587,6 +727,7 @@ run(void)
 			{
 				ep_engine_pass();
 				last_pass = GetCurrentTimestamp();
+				retention_round();
 			}
 			PG_CATCH();
 			{
@@ -657,6 +798,8 @@ main(int argc, char **argv)
 		printf("evpiped (evpipe) %s\n", EVPIPED_VERSION);
 		return 0;
 	}
+	if (strcmp(argv[1], "migrate") == 0)
+		return ep_migrate_main(argc, argv);
 	if (strcmp(argv[1], "run") != 0)
 		usage_error("unknown command \"%s\"", argv[1]);
 	parse_run_options(argc, argv);

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "common/pg_prng.h"
+#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/memnodes.h"
@@ -699,4 +700,23 @@ int
 ep_rt_error_code(void)
 {
 	return errordata_depth >= 0 ? errordata[errordata_depth].sqlerrcode : 0;
+}
+
+/*
+ * A text made fit for a key="value" field of a log line: double quotes and
+ * backslashes escaped with a backslash (palloc'd).
+ */
+char *
+ep_rt_log_quote(const char *s)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (; s && *s; s++)
+	{
+		if (*s == '"' || *s == '\\')
+			appendStringInfoChar(&buf, '\\');
+		appendStringInfoChar(&buf, *s);
+	}
+	return buf.data;
 }

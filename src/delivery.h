@@ -66,6 +66,7 @@ typedef struct DestConfig
 	int			slot;			/* shared-memory slot (rate limit, pause) */
 	int			in_flight;		/* rows in flight in this worker */
 	bool		backlog;		/* its last claim was full: more rows wait */
+	TimestampTz look_at;		/* backlog: not before (a full shared schedule) */
 } DestConfig;
 
 /* One outbox row being delivered. */

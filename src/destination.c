@@ -153,26 +153,63 @@ decode_secret(DestConfig *d, const char *secret)
 	d->secret_len = strlen(secret);
 }
 
+/* Drop the config pointers of a list of requests before a reload. */
+static void
+forget_request_dests(dlist_head *list)
+{
+	dlist_iter	iter;
+
+	dlist_foreach(iter, list)
+	{
+		DeliveryRequest *r = dlist_container(DeliveryRequest, node, iter.cur);
+
+		r->dest = NULL;
+	}
+}
+
+/*
+ * Point a list of requests at their destination's new config, by name, and
+ * count their rows as in flight there. A destination that is gone leaves
+ * the pointer NULL: the request settles without one.
+ */
+static void
+repoint_request_dests(dlist_head *list)
+{
+	dlist_iter	iter;
+
+	dlist_foreach(iter, list)
+	{
+		DeliveryRequest *r = dlist_container(DeliveryRequest, node, iter.cur);
+		int			j;
+
+		for (j = 0; j < ep_worker.ndests; j++)
+			if (strcmp(ep_worker.dests[j].name, r->dest_name) == 0)
+			{
+				r->dest = &ep_worker.dests[j];
+				ep_worker.dests[j].in_flight += r->nitems;
+				break;
+			}
+	}
+}
+
 /* Load all destinations. Requires a transaction and SPI. */
 void
 ep_load_destinations(void)
 {
 	MemoryContext old;
 	uint64		i;
-	dlist_iter	iter;
 	EpRows	   *rows;
 
 	if (ep_worker.dest_cxt == NULL)
 		ep_worker.dest_cxt = AllocSetContextCreate(TopMemoryContext,
 										   "evpipe destinations",
 										   ALLOCSET_DEFAULT_SIZES);
-	/* in-flight requests keep their own copies; drop their pointers */
-	dlist_foreach(iter, &ep_worker.active)
-	{
-		DeliveryRequest *r = dlist_container(DeliveryRequest, node, iter.cur);
-
-		r->dest = NULL;
-	}
+	/*
+	 * Requests in curl and requests waiting for their rate slot keep their
+	 * own copies of what they send; drop their pointers into the old configs.
+	 */
+	forget_request_dests(&ep_worker.active);
+	forget_request_dests(&ep_worker.scheduled);
 	MemoryContextReset(ep_worker.dest_cxt);
 	ep_worker.ndests = 0;
 	ep_worker.dests = NULL;
@@ -261,16 +298,6 @@ ep_load_destinations(void)
 	MemoryContextSwitchTo(old);
 
 	/* recount in-flight rows per destination and re-point requests */
-	dlist_foreach(iter, &ep_worker.active)
-	{
-		DeliveryRequest *r = dlist_container(DeliveryRequest, node, iter.cur);
-		int			j;
-
-		for (j = 0; j < ep_worker.ndests; j++)
-			if (strcmp(ep_worker.dests[j].name, r->dest_name) == 0)
-			{
-				r->dest = &ep_worker.dests[j];
-				ep_worker.dests[j].in_flight += r->nitems;
-			}
-	}
+	repoint_request_dests(&ep_worker.active);
+	repoint_request_dests(&ep_worker.scheduled);
 }

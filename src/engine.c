@@ -47,14 +47,19 @@ ep_engine_start(int index, int32 lease_holder, bool maintainer)
 
 /*
  * Whether a claim is worth a transaction now: some destination whose last
- * claim was full has a quarter of its slots free and is not paused.
+ * claim was full has a quarter of its slots free and is not paused, and
+ * no full shared rate schedule holds it back. *look_at (if given): the
+ * earliest time one that is held back may look again (0: none).
  */
 static bool
-backlog_claimable(void)
+backlog_claimable(TimestampTz *look_at)
 {
 	int			free_slots = evpipe_max_in_flight - ep_worker.nactive;
+	TimestampTz now = GetCurrentTimestamp();
 	int			i;
 
+	if (look_at)
+		*look_at = 0;
 	if (!ep_worker.dests_valid)
 		return true;
 	for (i = 0; i < ep_worker.ndests; i++)
@@ -64,7 +69,13 @@ backlog_claimable(void)
 
 		if (d->backlog && cap > 0 && cap >= Max(1, d->max_in_flight / 4) &&
 			ep_rate_paused_ms(d->slot) == 0 && !ep_breaker_blocked(d->slot))
-			return true;
+		{
+			if (now >= d->look_at)
+				return true;
+			/* a shared schedule is full until then */
+			if (look_at && (*look_at == 0 || d->look_at < *look_at))
+				*look_at = d->look_at;
+		}
 	}
 	return false;
 }
@@ -80,6 +91,10 @@ ep_engine_pass(void)
 	TimestampTz now = GetCurrentTimestamp();
 	bool		due;
 
+	/* a pass failed: no statement (claim or outcomes) until the pause ends */
+	if (now < ep_worker.failed_until)
+		return;
+
 	/* a wake-up means new rows, for any destination */
 	if (ep_worker.pending_wake)
 	{
@@ -92,7 +107,7 @@ ep_engine_pass(void)
 	}
 	due = now >= ep_worker.next_tick || !ep_worker.dests_valid ||
 		(ep_worker.next_retry != 0 && now >= ep_worker.next_retry) ||
-		backlog_claimable();
+		backlog_claimable(NULL);
 	if (due)
 	{
 		if (ep_worker.next_retry != 0 && now >= ep_worker.next_retry)
@@ -128,6 +143,7 @@ ep_engine_failed(void)
 	ep_worker.dests_valid = false;
 	ep_worker.next_tick = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													  Max(evpipe_tick_ms, 1000));
+	ep_worker.failed_until = ep_worker.next_tick;
 }
 
 /*
@@ -140,18 +156,31 @@ ep_engine_timeout(bool *linger)
 {
 	long		next_launch = ep_launch_due();
 	TimestampTz now = GetCurrentTimestamp();
+	bool		failed = now < ep_worker.failed_until;
 	long		timeout;
 
 	*linger = false;
-	if (ep_worker.pending_wake || backlog_claimable())
-		return 0;
-	timeout = (long) ((ep_worker.next_tick - now) / 1000);
-	if (ep_worker.next_retry != 0 && (ep_worker.next_retry - now) / 1000 < timeout)
-		timeout = (long) ((ep_worker.next_retry - now) / 1000);
+	if (failed)
+	{
+		/* after a failed pass: only curl and the scheduled launches */
+		timeout = (long) ((ep_worker.failed_until - now + 999) / 1000);
+	}
+	else
+	{
+		TimestampTz look_at;
+
+		if (ep_worker.pending_wake || backlog_claimable(&look_at))
+			return 0;
+		timeout = (long) ((ep_worker.next_tick - now) / 1000);
+		if (look_at != 0 && (look_at - now + 999) / 1000 < timeout)
+			timeout = (long) ((look_at - now + 999) / 1000);
+		if (ep_worker.next_retry != 0 && (ep_worker.next_retry - now) / 1000 < timeout)
+			timeout = (long) ((ep_worker.next_retry - now) / 1000);
+		if (ep_worker.outcomes != NIL && timeout > 5)
+			timeout = 5;
+	}
 	if (next_launch >= 0 && next_launch < timeout)
 		timeout = next_launch;
-	if (ep_worker.outcomes != NIL && timeout > 5)
-		timeout = 5;
 	if (ep_worker.curl_deadline != 0)
 	{
 		long		curl_ms = (long) ((ep_worker.curl_deadline - now + 999) / 1000);
@@ -159,7 +188,7 @@ ep_engine_timeout(bool *linger)
 		if (curl_ms < timeout)
 			timeout = curl_ms;
 	}
-	if (timeout > 0 && now < ep_worker.linger_until)
+	if (!failed && timeout > 0 && now < ep_worker.linger_until)
 	{
 		timeout = Min(timeout, (long) ((ep_worker.linger_until - now + 999) / 1000));
 		*linger = true;

@@ -84,6 +84,7 @@ typedef struct EpWorker
 	bool		maintainer;		/* runs lease release and expiry */
 	bool		pending_wake;	/* new rows may be there: look */
 	TimestampTz next_tick;		/* claim at the latest then */
+	TimestampTz failed_until;	/* after a failed pass: no statement before */
 	TimestampTz last_claim;
 	TimestampTz linger_until;	/* wait briefly, unannounced, until then */
 	TimestampTz last_expiry;	/* last max_age_ms sweep (worker 0) */
@@ -122,6 +123,7 @@ extern void ep_claim_and_start(void);
 extern int	ep_dest_capacity(DestConfig *d, int free_slots);
 extern void ep_release_stale_leases(void);
 extern bool ep_take_lease_lock(void);
+extern void ep_release_forgotten_leases(void);
 
 /* transport.c */
 extern void ep_transport_init(void);

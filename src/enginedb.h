@@ -36,11 +36,13 @@ typedef enum EpStmt
 	EP_SQL_RELEASE,				/* release leases of processes that are gone */
 	EP_SQL_DESTINATIONS,		/* every destination, its config as text */
 	EP_SQL_HOLD_LEASE,			/* take the lease holder's advisory lock */
+	EP_SQL_RELEASE_MINE,		/* release own leases not in flight */
 	EP_SQL_RATE_LOCK,			/* lock and read shared rate schedules */
 	EP_SQL_RATE_SET,			/* store them */
 	EP_SQL_HAS_RATE_SCHEDULE,	/* whether the schema has them (0.3.0) */
 	EP_SQL_DELIVER_FUNCTION,	/* run a function destination's handler */
 	EP_SQL_GAUGES,				/* per destination: pending, in flight, age */
+	EP_SQL_RETENTION,			/* one retention batch (managed install) */
 	EP_SQL_COUNT
 } EpStmt;
 
@@ -96,9 +98,13 @@ extern Oid	ep_param_oid(EpParamType t);
 /* supplied by the host */
 extern EpRows *ep_db_exec(EpStmt stmt, const EpParam *params);
 extern bool ep_db_has_ordering(void);
-/* run a function destination's handler with one event: NULL, or its error */
+/*
+ * Run a function destination's handler with one event: NULL, or its error.
+ * timeout_ms is the destination's, for a host whose server cannot time the
+ * handler itself (a managed install; the extension's handler.c does).
+ */
 extern char *ep_db_deliver_function(const char *dest, const char *event,
-									bool *permanent);
+									int timeout_ms, bool *permanent);
 
 /* A row's cell: text, or NULL. */
 static inline const char *

@@ -171,6 +171,20 @@ static const char release_sql[] =
 	"  FOR UPDATE SKIP LOCKED) x) s"
 	" WHERE o.id = s.id";
 
+/*
+ * Rows leased to holder $1 but not among its ids in flight $2 (a
+ * reconnecting daemon whose last outcomes a server crash lost): released.
+ */
+static const char release_mine_sql[] =
+	"UPDATE evpipe.outbox o SET next_attempt_at = pg_catalog.now(),"
+	" leased_by = NULL, lease_until = NULL"
+	" FROM (SELECT x.id FROM evpipe.destinations d CROSS JOIN LATERAL ("
+	"  SELECT l.id FROM evpipe.outbox l WHERE l.destination = d.name"
+	"   AND l.next_attempt_at > pg_catalog.now() AND l.leased_by = $1"
+	"   AND l.lease_until > pg_catalog.now() AND l.id <> ALL ($2)"
+	"  FOR UPDATE SKIP LOCKED) x) s"
+	" WHERE o.id = s.id";
+
 /* a holder's advisory lock ($1 the class, $2 the holder), for the session */
 static const char hold_lease_sql[] = "SELECT pg_catalog.pg_try_advisory_lock($1, $2)";
 
@@ -211,6 +225,14 @@ static const char gauges_sql[] =
 	" FROM evpipe.destinations d LEFT JOIN evpipe.outbox o ON o.destination = d.name"
 	" GROUP BY d.name ORDER BY d.name";
 
+/*
+ * One batch of retention from the cursor $1 (NULL: from the oldest), for a
+ * host that is not the server: a managed install has no worker to run it.
+ */
+static const char retention_sql[] =
+	"SELECT delivered_removed, events_removed, next_after, more"
+	" FROM evpipe._retention_batch($1::timestamptz)";
+
 static const char destinations_sql[] =
 	"SELECT name, kind, enabled, config::text, "
 	"COALESCE((SELECT oid FROM pg_catalog.pg_roles WHERE rolname = owner), 10) "
@@ -223,9 +245,11 @@ EP_TEXT_ARRAY, EP_TEXT_ARRAY, EP_TIMESTAMPTZ_ARRAY, EP_INT4};
 static const EpParamType emit_types[] = {EP_TEXT, EP_TEXT, EP_BOOL, EP_INT4, EP_INT4, EP_TEXT};
 static const EpParamType expire_types[] = {EP_TEXT_ARRAY, EP_INT4_ARRAY, EP_INT4};
 static const EpParamType hold_types[] = {EP_INT4, EP_INT4};
+static const EpParamType release_mine_types[] = {EP_INT4, EP_INT8_ARRAY};
 static const EpParamType rate_lock_types[] = {EP_TEXT_ARRAY};
 static const EpParamType rate_set_types[] = {EP_TEXT_ARRAY, EP_TIMESTAMPTZ_ARRAY};
 static const EpParamType deliver_types[] = {EP_TEXT, EP_TEXT};
+static const EpParamType retention_types[] = {EP_TEXT};
 
 const EpStmtDef ep_stmts[EP_SQL_COUNT] = {
 	[EP_SQL_CLAIM] = {"claim", lengthof(claim_types), claim_types, true, false, false},
@@ -237,11 +261,13 @@ const EpStmtDef ep_stmts[EP_SQL_COUNT] = {
 	[EP_SQL_RELEASE] = {"lease release", 0, NULL, true, false, false},
 	[EP_SQL_DESTINATIONS] = {"destinations", 0, NULL, false, true, true},
 	[EP_SQL_HOLD_LEASE] = {"lease lock", lengthof(hold_types), hold_types, false, false, false},
+	[EP_SQL_RELEASE_MINE] = {"lease release", lengthof(release_mine_types), release_mine_types, true, false, false},
 	[EP_SQL_RATE_LOCK] = {"rate schedule", lengthof(rate_lock_types), rate_lock_types, false, false, false},
 	[EP_SQL_RATE_SET] = {"rate schedule", lengthof(rate_set_types), rate_set_types, false, false, false},
 	[EP_SQL_HAS_RATE_SCHEDULE] = {"schema", 0, NULL, false, true, true},
 	[EP_SQL_DELIVER_FUNCTION] = {"function destination", lengthof(deliver_types), deliver_types, false, false, false},
 	[EP_SQL_GAUGES] = {"metrics", 0, NULL, false, true, false},
+	[EP_SQL_RETENTION] = {"retention", lengthof(retention_types), retention_types, false, false, false},
 };
 
 /* A statement's SQL (the variants composed once, in static buffers). */
@@ -283,6 +309,8 @@ ep_stmt_sql(EpStmt stmt)
 			return destinations_sql;
 		case EP_SQL_HOLD_LEASE:
 			return hold_lease_sql;
+		case EP_SQL_RELEASE_MINE:
+			return release_mine_sql;
 		case EP_SQL_RATE_LOCK:
 			return rate_lock_sql;
 		case EP_SQL_RATE_SET:
@@ -293,6 +321,8 @@ ep_stmt_sql(EpStmt stmt)
 			return deliver_function_sql;
 		case EP_SQL_GAUGES:
 			return gauges_sql;
+		case EP_SQL_RETENTION:
+			return retention_sql;
 		case EP_SQL_COUNT:
 			break;
 	}

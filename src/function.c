@@ -19,7 +19,7 @@ deliver_row(DestConfig *d, DeliveryItem *item)
 {
 	ItemResult	res;
 	bool		permanent = false;
-	char	   *error = ep_db_deliver_function(d->name, item->body, &permanent);
+	char	   *error = ep_db_deliver_function(d->name, item->body, d->timeout_ms, &permanent);
 
 	if (error == NULL)
 		ep_result_set(&res, true, false, 0, NULL);

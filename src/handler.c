@@ -7,8 +7,9 @@
  *	  DEFINER in SQL, callable by evpipe_worker only; the handler, its
  *	  owner and its timeout come from evpipe.destinations, never from the
  *	  caller. The handler runs in a subtransaction of the caller's
- *	  transaction as the destination's owner, with timeout_ms as
- *	  statement_timeout; its error becomes the answer, not the caller's.
+ *	  transaction as the destination's owner, limited to timeout_ms by a
+ *	  timer of its own, and whatever settings it changes are undone when it
+ *	  returns; its error becomes the answer, not the caller's.
  *
  *-------------------------------------------------------------------------
  */
@@ -20,12 +21,14 @@
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 #include "utils/resowner.h"
+#include "utils/timeout.h"
 
 #include "handler.h"
 
@@ -77,6 +80,43 @@ handler_lookup(const char *dest, HandlerDef *h)
 }
 
 /*
+ * The handler's own timer (timeout_ms): a statement_timeout set while a
+ * statement runs arms nothing, so the handler is given a timeout of its own,
+ * which cancels it as a statement timeout would; its error says which.
+ */
+static TimeoutId handler_timeout = MAX_TIMEOUTS;
+static volatile sig_atomic_t handler_timed_out = false;
+
+/* The timer went off: cancel the running handler (from the signal handler). */
+static void
+handler_timeout_fired(void)
+{
+	handler_timed_out = true;
+	QueryCancelPending = true;
+	InterruptPending = true;
+	SetLatch(MyLatch);
+}
+
+/* Arm the handler's timer, registering it on first use in this process. */
+static void
+handler_timer_start(int ms)
+{
+	if (handler_timeout == MAX_TIMEOUTS)
+		handler_timeout = RegisterTimeout(USER_TIMEOUT, handler_timeout_fired);
+	handler_timed_out = false;
+	if (ms > 0)
+		enable_timeout_after(handler_timeout, ms);
+}
+
+/* Disarm it. */
+static void
+handler_timer_stop(void)
+{
+	if (handler_timeout != MAX_TIMEOUTS)
+		disable_timeout(handler_timeout, false);
+}
+
+/*
  * Call the handler in a subtransaction as its owner. Returns NULL on
  * success, else the error ("SQLSTATE: message"); *permanent when its
  * class says retrying cannot help (data exception, integrity violation).
@@ -98,13 +138,25 @@ handler_call(HandlerDef *h, Jsonb *event, bool *permanent)
 	{
 		Oid			argtypes[1] = {JSONBOID};
 		Datum		args[1] = {JsonbPGetDatum(event)};
-		char		timeout[32];
 		Oid			fn;
 		char	   *call;
+		int			guc_level;
 
-		snprintf(timeout, sizeof(timeout), "%d", h->timeout_ms);
-		(void) set_config_option("statement_timeout", timeout, PGC_SUSET,
-								 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
+		/*
+		 * Every setting the handler changes, even with a plain SET, is undone
+		 * when it returns (as the end of a transaction would): the worker's
+		 * own statements must not run with a handler's search_path, which
+		 * could put the handler owner's operators before pg_catalog's.
+		 */
+		guc_level = NewGUCNestLevel();
+
+		/*
+		 * The session's search_path, not the SECURITY DEFINER entry point's
+		 * (pg_catalog, pg_temp): a handler names its tables as it would in
+		 * the in-server worker.
+		 */
+		(void) set_config_option("search_path", GetConfigOptionResetString("search_path"),
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 		fn = DatumGetObjectId(DirectFunctionCall1(regprocedurein,
 												  CStringGetDatum(h->function)));
 		call = psprintf("SELECT %s.%s($1)",
@@ -113,10 +165,19 @@ handler_call(HandlerDef *h, Jsonb *event, bool *permanent)
 		SetUserIdAndSecContext(h->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "evpipe: SPI_connect failed");
+		handler_timer_start(h->timeout_ms);
 		if (SPI_execute_with_args(call, 1, argtypes, args, NULL, false, 1) < 0)
 			elog(ERROR, "evpipe: calling the handler failed");
+		handler_timer_stop();
+		if (handler_timed_out)
+		{
+			/* it went off as the handler returned: nothing left to cancel */
+			QueryCancelPending = false;
+			handler_timed_out = false;
+		}
 		SPI_finish();
 		SetUserIdAndSecContext(save_userid, save_sec);
+		AtEOXact_GUC(false, guc_level);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
@@ -126,6 +187,7 @@ handler_call(HandlerDef *h, Jsonb *event, bool *permanent)
 		ErrorData  *edata;
 		int			cls;
 
+		handler_timer_stop();
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -136,8 +198,12 @@ handler_call(HandlerDef *h, Jsonb *event, bool *permanent)
 		cls = ERRCODE_TO_CATEGORY(edata->sqlerrcode);
 		*permanent = cls == ERRCODE_DATA_EXCEPTION ||
 			cls == ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION;
-		error = psprintf("%s: %s", unpack_sql_state(edata->sqlerrcode),
-						 edata->message ? edata->message : "error");
+		if (handler_timed_out && edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			error = psprintf("57014: the handler ran longer than timeout_ms (%d ms)", h->timeout_ms);
+		else
+			error = psprintf("%s: %s", unpack_sql_state(edata->sqlerrcode),
+							 edata->message ? edata->message : "error");
+		handler_timed_out = false;
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();

@@ -26,11 +26,14 @@
 
 #include "engine.h"
 #include "enginedb.h"
+#include "daemonrt.h"
 #include "hostpq.h"
 
 static PGconn *conn = NULL;
 static bool prepared[EP_SQL_COUNT];
 static bool in_tx = false;
+static bool host_retention = false;	/* retention is this host's job */
+static bool managed_install = false;	/* no C extension: the managed install */
 static MemoryContext tx_cxt = NULL;
 
 /* session settings: see the file's comment */
@@ -41,11 +44,92 @@ static const char session_sql[] =
 	" SET enable_seqscan = off; SET enable_bitmapscan = off;"
 	" LISTEN evpipe_wake; LISTEN evpipe_destinations";
 
+/*
+ * Copy a libpq message into err as one line: its newlines and tabs (libpq
+ * adds hints on lines of their own) become single spaces.
+ */
+static void
+copy_message(char *err, size_t errlen, const char *msg)
+{
+	size_t		n = 0;
+	bool		space = false;
+
+	if (errlen == 0)
+		return;
+	for (; *msg && n + 1 < errlen; msg++)
+	{
+		if (*msg == '\n' || *msg == '\t' || *msg == '\r' || *msg == ' ')
+		{
+			space = n > 0;
+			continue;
+		}
+		if (space && n + 2 < errlen)
+			err[n++] = ' ';
+		space = false;
+		err[n++] = *msg;
+	}
+	err[n] = '\0';
+}
+
+/*
+ * libpq's default prints what the server says outside a statement (the
+ * FATAL of a shutdown) raw on stderr: log it as one of our lines instead.
+ */
+static void
+notice_receiver(void *arg, const PGresult *res)
+{
+	const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	char		text[1024];
+
+	(void) arg;
+	copy_message(text, sizeof(text), msg ? msg : PQresultErrorMessage(res));
+	ereport(LOG,
+			(errmsg("evpipe event=server_message severity=%s message=\"%s\"",
+					severity ? severity : "NOTICE", ep_rt_log_quote(text))));
+}
+
+/*
+ * Whether a failed connection attempt failed on the connection options
+ * themselves (a value libpq rejects before it looks for a server): trying
+ * again cannot help. A failure that reached a server or a name lookup
+ * starts "connection to server ..." or "could not translate ...".
+ */
+static bool
+options_rejected(PGconn *c)
+{
+	static const char *const prefixes[] = {
+		"invalid ",				/* "invalid integer value ... for connection
+								 * option", "invalid port number", "invalid
+								 * sslmode value", ... */
+		"could not match ",		/* hosts, hostaddrs and ports that do not pair */
+		"unrecognized ",
+		NULL
+	};
+	const char *msg = PQerrorMessage(c);
+	int			i;
+
+	for (i = 0; prefixes[i]; i++)
+		if (strncmp(msg, prefixes[i], strlen(prefixes[i])) == 0)
+			return true;
+	return false;
+}
+
 /* The connection (NULL when there is none). */
 PGconn *
 ep_pq_conn(void)
 {
 	return conn;
+}
+
+/*
+ * Whether retention is the daemons' job: a managed install (no extension,
+ * so no in-server worker) whose schema has evpipe._retention_batch (0.4.0).
+ */
+bool
+ep_pq_host_retention(void)
+{
+	return host_retention;
 }
 
 /* Whether the connection is up. */
@@ -93,13 +177,23 @@ run_simple(const char *sql, ExecStatusType want, char *err, size_t errlen)
 
 	if (PQresultStatus(res) != want)
 	{
-		snprintf(err, errlen, "%s", PQerrorMessage(conn));
-		if (errlen > 0 && err[0] != '\0' && err[strlen(err) - 1] == '\n')
-			err[strlen(err) - 1] = '\0';
+		copy_message(err, errlen, PQerrorMessage(conn));
 		PQclear(res);
 		return NULL;
 	}
 	return res;
+}
+
+/* Whether a version "major.minor[.patch]" is at least major.minor. */
+static bool
+version_at_least(const char *v, int major, int minor)
+{
+	int			ma = 0;
+	int			mi = 0;
+
+	if (sscanf(v, "%d.%d", &ma, &mi) < 1)
+		return false;
+	return ma > major || (ma == major && mi >= minor);
 }
 
 /*
@@ -128,37 +222,49 @@ ep_pq_connect(const char *conninfo, char *err, size_t errlen)
 	conn = PQconnectdbParams(keys, vals, 1);
 	if (conn == NULL || PQstatus(conn) != CONNECTION_OK)
 	{
-		snprintf(err, errlen, "%s", conn ? PQerrorMessage(conn) : "out of memory");
-		if (errlen > 0 && err[0] != '\0' && err[strlen(err) - 1] == '\n')
-			err[strlen(err) - 1] = '\0';
-		ep_pq_close();
-		return EP_PQ_DOWN;
-	}
+		bool		rejected = conn != NULL && options_rejected(conn);
 
-	/* the database must have evpipe, the role must be a worker */
-	res = run_simple("SELECT pg_catalog.to_regclass('evpipe.outbox') IS NOT NULL,"
-					 " EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'evpipe_worker'),"
+		copy_message(err, errlen, conn ? PQerrorMessage(conn) : "out of memory");
+		ep_pq_close();
+		return rejected ? EP_PQ_MISCONFIGURED : EP_PQ_DOWN;
+	}
+	PQsetNoticeReceiver(conn, notice_receiver, NULL);
+
+	/*
+	 * The database must have evpipe 0.3.0 or later and the role must be a
+	 * worker. Read from the catalogs, which need no privilege on the schema
+	 * (a role without evpipe_worker has none).
+	 */
+	res = run_simple("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c"
+					 "  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+					 "  WHERE n.nspname = 'evpipe' AND c.relname = 'outbox'),"
+					 " (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'evpipe'),"
 					 " (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)"
-					 "  OR pg_catalog.pg_has_role(current_user, (SELECT oid FROM pg_catalog.pg_roles"
-					 "   WHERE rolname = 'evpipe_worker'), 'USAGE') IS TRUE,"
-					 " current_user, pg_catalog.current_database()",
+					 "  OR COALESCE(pg_catalog.pg_has_role(current_user, (SELECT oid FROM pg_catalog.pg_roles"
+					 "   WHERE rolname = 'evpipe_worker'), 'USAGE'), false),"
+					 " current_user, pg_catalog.current_database(),"
+					 " EXISTS (SELECT FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace"
+					 "  WHERE n.nspname = 'evpipe' AND p.proname = '_retention_batch')",
 					 PGRES_TUPLES_OK, err, errlen);
 	if (res == NULL)
 	{
 		ep_pq_close();
 		return EP_PQ_DOWN;
 	}
+	ok = false;
 	if (strcmp(PQgetvalue(res, 0, 0), "t") != 0)
-		snprintf(err, errlen, "database \"%s\" has no evpipe: run CREATE EXTENSION evpipe there, or point --dsn at the right database",
+		snprintf(err, errlen, "database \"%s\" has no evpipe: run CREATE EXTENSION evpipe (or evpiped migrate) there, or point --dsn at the right database",
 				 PQgetvalue(res, 0, 4));
-	else if (strcmp(PQgetvalue(res, 0, 1), "t") != 0)
-		snprintf(err, errlen, "database \"%s\" has an evpipe older than 0.3.0 (no role evpipe_worker): run ALTER EXTENSION evpipe UPDATE",
-				 PQgetvalue(res, 0, 4));
+	else if (!PQgetisnull(res, 0, 1) && !version_at_least(PQgetvalue(res, 0, 1), 0, 3))
+		snprintf(err, errlen, "database \"%s\" has evpipe %s; evpiped needs 0.3.0 or later: run ALTER EXTENSION evpipe UPDATE there",
+				 PQgetvalue(res, 0, 4), PQgetvalue(res, 0, 1));
 	else if (strcmp(PQgetvalue(res, 0, 2), "t") != 0)
 		snprintf(err, errlen, "role \"%s\" is not a member of evpipe_worker: run GRANT evpipe_worker TO \"%s\"",
 				 PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 3));
-	ok = strcmp(PQgetvalue(res, 0, 0), "t") == 0 && strcmp(PQgetvalue(res, 0, 1), "t") == 0 &&
-		strcmp(PQgetvalue(res, 0, 2), "t") == 0;
+	else
+		ok = true;
+	managed_install = PQgetisnull(res, 0, 1);
+	host_retention = managed_install && strcmp(PQgetvalue(res, 0, 5), "t") == 0;
 	PQclear(res);
 	if (!ok)
 	{
@@ -176,15 +282,18 @@ ep_pq_connect(const char *conninfo, char *err, size_t errlen)
 }
 
 /*
- * Read what the server sent while we waited: notifications set *wake (new
- * rows) and *dests (destinations changed). False if the connection broke.
+ * Take the notifications the server sent: *wake (new rows) and *dests
+ * (destinations changed). read: the socket is readable, read it first.
+ * Without read this still takes the ones libpq has already read along
+ * with a statement's answer: those never make the socket readable again.
+ * False if the connection broke.
  */
 bool
-ep_pq_consume(bool *wake, bool *dests)
+ep_pq_consume(bool read, bool *wake, bool *dests)
 {
 	PGnotify   *n;
 
-	if (conn == NULL || !PQconsumeInput(conn))
+	if (conn == NULL || (read && !PQconsumeInput(conn)))
 		return false;
 	while ((n = PQnotifies(conn)) != NULL)
 	{
@@ -203,13 +312,12 @@ throw_result(PGresult *res, const char *what)
 {
 	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 	const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-	char	   *text = pstrdup(msg ? msg : PQerrorMessage(conn));
+	char		text[1024];
 	int			code = ERRCODE_CONNECTION_FAILURE;
 
 	if (state && strlen(state) == 5)
 		code = MAKE_SQLSTATE(state[0], state[1], state[2], state[3], state[4]);
-	if (text[0] && text[strlen(text) - 1] == '\n')
-		text[strlen(text) - 1] = '\0';
+	copy_message(text, sizeof(text), msg ? msg : PQerrorMessage(conn));
 	if (res)
 		PQclear(res);
 	ereport(ERROR,
@@ -465,10 +573,32 @@ ep_db_has_ordering(void)
 
 /* A function destination's handler, through evpipe._deliver_function. */
 char *
-ep_db_deliver_function(const char *dest, const char *event, bool *permanent)
+ep_db_deliver_function(const char *dest, const char *event, int timeout_ms, bool *permanent)
 {
 	EpParam		params[2] = {{&dest, 1}, {&event, 1}};
-	EpRows	   *rows = ep_db_exec(EP_SQL_DELIVER_FUNCTION, params);
+	EpRows	   *rows;
+
+	/*
+	 * A managed install's handler runs in PL/pgSQL, which arms no timer: the
+	 * call's statement_timeout is timeout_ms, set for it alone (the
+	 * extension's handler.c times the handler itself).
+	 */
+	if (managed_install && timeout_ms > 0)
+	{
+		char		sql[96];
+		char		msg[256];
+		PGresult   *res;
+
+		snprintf(sql, sizeof(sql), "SET LOCAL statement_timeout = %d", timeout_ms);
+		if ((res = run_simple(sql, PGRES_COMMAND_OK, msg, sizeof(msg))) == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("evpiped: setting the handler's timeout failed: %s", msg)));
+		PQclear(res);
+	}
+	rows = ep_db_exec(EP_SQL_DELIVER_FUNCTION, params);
+	if (managed_install && timeout_ms > 0)
+		PQclear(run_simple("SET LOCAL statement_timeout TO DEFAULT", PGRES_COMMAND_OK, NULL, 0));
 
 	*permanent = false;
 	if (rows->processed != 1)

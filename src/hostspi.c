@@ -227,7 +227,7 @@ ep_db_has_ordering(void)
 
 /* A function destination's handler, run here in the worker's transaction. */
 char *
-ep_db_deliver_function(const char *dest, const char *event, bool *permanent)
+ep_db_deliver_function(const char *dest, const char *event, int timeout_ms, bool *permanent)
 {
 	Jsonb	   *j = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(event)));
 

@@ -23,6 +23,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "commands/async.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -32,6 +33,7 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
@@ -106,6 +108,46 @@ notify_daemons(void)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
+/* Whether the extension is installed in our database. */
+static bool
+extension_installed(void)
+{
+	bool		ready;
+	Oid			nsp;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	nsp = get_namespace_oid("evpipe", true);
+	ready = OidIsValid(nsp) && OidIsValid(get_relname_relid("delivered", nsp)) &&
+		OidIsValid(get_relname_relid("events", nsp));
+	CommitTransactionCommand();
+	return ready;
+}
+
+/*
+ * Retention, in place of worker 0 (evpipe.workers = 0): skipped until the
+ * extension exists; an error is logged and retried at the next round, not
+ * the end of the process.
+ */
+static void
+retention(MemoryContext loop_cxt)
+{
+	PG_TRY();
+	{
+		if (extension_installed())
+			ep_retention_run(&got_sigterm);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(loop_cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(loop_cxt);
+	}
+	PG_END_TRY();
+}
+
 /* Clear our slot at exit. */
 static void
 notifier_cleanup(int code, Datum arg)
@@ -154,9 +196,9 @@ evpipe_notifier_main(Datum arg)
 			notify_daemons();
 			last_notify = now;
 		}
-		/* with no delivery worker, retention is ours (errors end the process: restarted) */
+		/* with no delivery worker, retention is ours, once the extension is there */
 		if (evpipe_shared->nworkers == 0 && ep_retention_due(now))
-			ep_retention_run(&got_sigterm);
+			retention(loop_cxt);
 
 		if (now - last_notify < LINGER_MS * 1000L)
 			timeout = NOTIFY_GAP_MS;
@@ -173,5 +215,12 @@ evpipe_notifier_main(Datum arg)
 		pg_atomic_write_u32(&slot->sleeping, 0);
 		ResetLatch(MyLatch);
 	}
-	proc_exit(0);
+	ereport(LOG, (errmsg("evpipe event=notifier_stop pid=%d", MyProcPid)));
+
+	/*
+	 * Exit code 1: the postmaster starts the notifier again after a SIGTERM
+	 * that was not a shutdown (pg_terminate_backend, DROP DATABASE ... WITH
+	 * (FORCE)); with 0 it would never come back.
+	 */
+	proc_exit(1);
 }

@@ -1,0 +1,349 @@
+-- ingestbatch.sql: the PL/pgSQL twin of src/ingestbatch.c (read it side by
+-- side). evpipe.ingest_batch(): a JSON array of events in one call, all or
+-- nothing. Each event is checked and routed like evpipe.ingest; the new ones
+-- and their outbox rows are written with one statement, and taken ids are
+-- looked up as duplicates or conflicts.
+--
+-- The C keeps one BatchEvent per event; here they are parallel arrays, one
+-- element per event (1-based: element i + 1 is the event at $[i]): ids,
+-- envelopes, destinations (a jsonb array each, in rule order), firsts (the
+-- earlier event with the same id, or -1) and statuses ('accepted' or
+-- 'duplicate' once known). The steps on them are set-based statements, so
+-- that a batch of n events costs O(n log n), never O(n^2).
+
+-- batch_conflict(): 23505 for an event of a batch whose id names other content.
+CREATE OR REPLACE FUNCTION evpipe._ingest_batch_conflict(batch_index integer, event_id text, other text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RAISE EXCEPTION 'event "%" already exists with different content', event_id
+		USING ERRCODE = '23505',
+			DETAIL = format('Path $[%s].eventId, rule "unique": %s.', batch_index, other),
+			HINT = 'Use a new eventId for a new event; the batch wrote nothing.';
+END
+$$;
+COMMENT ON FUNCTION evpipe._ingest_batch_conflict(integer, text, text) IS
+	'Internal: raise 23505 for an event of a batch whose eventId names other content';
+
+-- The same id earlier in the batch: each event's first occurrence (-1 for a
+-- first one), and the first event (in order) whose content differs from its
+-- first occurrence's (a conflict), if any.
+CREATE OR REPLACE FUNCTION evpipe._ingest_batch_repeats(ids text[], envs jsonb[],
+	OUT firsts integer[], OUT conflict integer, OUT conflict_first integer)
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	SELECT coalesce(array_agg(CASE WHEN s.ord = s.first_ord THEN -1 ELSE s.first_ord::integer - 1 END ORDER BY s.ord), '{}'),
+		min(s.ord) FILTER (WHERE s.ord <> s.first_ord AND s.env <> s.first_env) - 1
+	INTO firsts, conflict
+	FROM (SELECT u.ord, first_value(u.ord) OVER w AS first_ord, u.env, first_value(u.env) OVER w AS first_env
+		FROM unnest(ids, envs) WITH ORDINALITY AS u(id, env, ord)
+		WINDOW w AS (PARTITION BY u.id COLLATE "C" ORDER BY u.ord)) s;
+	IF conflict IS NOT NULL THEN
+		conflict_first := firsts[conflict + 1];
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION evpipe._ingest_batch_repeats(text[], jsonb[]) IS
+	'Internal: the first occurrence of each eventId of a batch, and the first repeat with other content';
+
+-- batch_existing(): open events of a batch (no earlier occurrence, no
+-- status) whose id is taken: the same content is a duplicate, answered with
+-- its recorded destinations (sorted by name); other content is a conflict
+-- (23505) that fails the whole batch. An unroutable event whose id is free
+-- is refused. With after_write, an id that is free now was taken and given
+-- up meanwhile (40001); before writing it is left open. Returns the new
+-- statuses and destinations.
+CREATE OR REPLACE FUNCTION evpipe._ingest_batch_existing(ids text[], envs jsonb[], firsts integer[],
+	after_write boolean, INOUT statuses text[], INOUT dests jsonb[],
+	types text[], sources text[], prios text[])
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	open_ids text[];
+	r record;
+BEGIN
+	SELECT array_agg(u.id ORDER BY u.ord) INTO open_ids
+	FROM unnest(ids, firsts, statuses) WITH ORDINALITY AS u(id, f, st, ord)
+	WHERE u.f < 0 AND u.st IS NULL;
+	IF open_ids IS NULL THEN
+		RETURN;
+	END IF;
+
+	-- not read-only: a fresh snapshot sees what other sessions committed
+	IF NOT after_write AND NOT EXISTS (SELECT 1 FROM evpipe.events e WHERE e.event_id = ANY (open_ids)) THEN
+		-- nothing taken: only unroutable events need an answer
+		IF NOT EXISTS (SELECT 1 FROM unnest(firsts, statuses, dests) AS u(f, st, d)
+				WHERE u.f < 0 AND u.st IS NULL AND u.d = '[]') THEN
+			RETURN;
+		END IF;
+	END IF;
+
+	FOR r IN WITH s AS MATERIALIZED (
+			SELECT e.event_id, e.event FROM evpipe.events e WHERE e.event_id = ANY (open_ids))
+		SELECT u.ord::integer - 1 AS i, u.id, u.d, s.event AS stored, u.env
+		FROM unnest(ids, envs, firsts, statuses, dests) WITH ORDINALITY AS u(id, env, f, st, d, ord)
+		LEFT JOIN s ON s.event_id = u.id COLLATE "C"
+		WHERE u.f < 0 AND u.st IS NULL
+		ORDER BY u.ord
+	LOOP
+		IF r.stored IS NULL THEN
+			IF r.d = '[]' THEN
+				PERFORM evpipe._ingest_reject('22023', '$.eventType', 'route',
+					evpipe._ingest_cut(format('event type %s, source %s, priority %s', types[r.i + 1],
+						sources[r.i + 1], coalesce(prios[r.i + 1], '(none)')), 299),
+					'An evpipe_admin adds routes with evpipe.add_route(); evpipe.route_explain() shows the rules.',
+					format('no route matches event type "%s"', types[r.i + 1]), NULL, NULL, r.i);
+			END IF;
+			IF after_write THEN
+				RAISE EXCEPTION 'event "%" was changed concurrently', r.id
+					USING ERRCODE = '40001', HINT = 'Retry the call.';
+			END IF;
+			CONTINUE;
+		END IF;
+		IF r.stored <> r.env THEN
+			PERFORM evpipe._ingest_batch_conflict(r.i, r.id,
+				'an eventId identifies one event, and a retry must send the same content');
+		END IF;
+		statuses[r.i + 1] := 'duplicate';
+	END LOOP;
+
+	-- the destinations recorded for the duplicates (of the ids looked up now)
+	SELECT array_agg(CASE WHEN u.f < 0 AND u.st = 'duplicate' THEN coalesce(x.ds, '[]') ELSE u.d END ORDER BY u.ord)
+	INTO dests
+	FROM unnest(ids, firsts, statuses, dests) WITH ORDINALITY AS u(id, f, st, d, ord)
+	LEFT JOIN (SELECT y.event_id, jsonb_agg(y.destination ORDER BY y.destination) AS ds
+		FROM (SELECT o.event_id, o.destination FROM evpipe.outbox o WHERE o.event_id = ANY (open_ids)
+			UNION SELECT d.event_id, d.destination FROM evpipe.delivered d WHERE d.event_id = ANY (open_ids)
+			UNION SELECT x.event_id, x.destination FROM evpipe.dead_letters x WHERE x.event_id = ANY (open_ids)) y
+		GROUP BY y.event_id) x ON x.event_id = u.id;
+END
+$$;
+COMMENT ON FUNCTION evpipe._ingest_batch_existing(text[], jsonb[], integer[], boolean, text[], jsonb[], text[], text[], text[]) IS
+	'Internal: the open events of a batch whose eventId is taken: duplicates (with their destinations) or 23505; unroutable ones refused';
+
+-- batch_insert(): write the open events of a batch that have destinations,
+-- with their outbox rows (in event then rule order), in one statement. With
+-- on_conflict, ids taken meanwhile are skipped; without, a taken id fails
+-- the statement with 23505. Returns the statuses, the written marked
+-- accepted.
+CREATE OR REPLACE FUNCTION evpipe._ingest_batch_insert(ids text[], envs jsonb[], firsts integer[],
+	INOUT statuses text[], dests jsonb[], paths jsonb[], types text[], versions integer[],
+	sources text[], times timestamptz[], corrs text[], prios text[], traces text[],
+	caller name, on_conflict boolean)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	b_ids text[];
+	b_types text[];
+	b_versions integer[];
+	b_sources text[];
+	b_times timestamptz[];
+	b_corrs text[];
+	b_prios text[];
+	b_traces text[];
+	b_envs jsonb[];
+	o_ids text[];
+	o_dests text[];
+	o_keys text[];
+	written text[];
+BEGIN
+	SELECT array_agg(u.id ORDER BY u.ord), array_agg(types[u.ord] ORDER BY u.ord),
+		array_agg(versions[u.ord] ORDER BY u.ord), array_agg(sources[u.ord] ORDER BY u.ord),
+		array_agg(times[u.ord] ORDER BY u.ord), array_agg(corrs[u.ord] ORDER BY u.ord),
+		array_agg(prios[u.ord] ORDER BY u.ord), array_agg(traces[u.ord] ORDER BY u.ord),
+		array_agg(u.env ORDER BY u.ord)
+	INTO b_ids, b_types, b_versions, b_sources, b_times, b_corrs, b_prios, b_traces, b_envs
+	FROM unnest(ids, envs, firsts, statuses, dests) WITH ORDINALITY AS u(id, env, f, st, d, ord)
+	WHERE u.f < 0 AND u.st IS NULL AND u.d <> '[]';
+	IF b_ids IS NULL THEN
+		RETURN;
+	END IF;
+	SELECT array_agg(u.id ORDER BY u.ord, x.n), array_agg(x.dest ORDER BY u.ord, x.n),
+		array_agg(CASE WHEN x.path IS NULL THEN NULL ELSE evpipe._ingest_ordering_key(u.env, x.path) END
+			ORDER BY u.ord, x.n)
+	INTO o_ids, o_dests, o_keys
+	FROM unnest(ids, envs, firsts, statuses, dests, paths) WITH ORDINALITY AS u(id, env, f, st, d, p, ord),
+		ROWS FROM (jsonb_array_elements_text(u.d), jsonb_array_elements_text(coalesce(u.p, '[]')))
+			WITH ORDINALITY AS x(dest, path, n)
+	WHERE u.f < 0 AND u.st IS NULL AND u.d <> '[]';
+
+	IF on_conflict THEN
+		WITH e AS (
+			INSERT INTO evpipe.events AS ev (event_id, event_type, schema_version, source,
+				event_time, correlation_id, priority, traceparent, event, ingested_by)
+			SELECT v.*, caller FROM ROWS FROM (unnest(b_ids), unnest(b_types), unnest(b_versions),
+				unnest(b_sources), unnest(b_times), unnest(b_corrs), unnest(b_prios),
+				unnest(b_traces), unnest(b_envs)) AS v
+			ON CONFLICT ON CONSTRAINT events_pkey DO NOTHING RETURNING ev.event_id),
+		o AS (
+			INSERT INTO evpipe.outbox (event_id, destination, ordering_key)
+			SELECT d.event_id, d.destination, d.k
+			FROM ROWS FROM (unnest(o_ids), unnest(o_dests), unnest(o_keys)) WITH ORDINALITY AS d(event_id, destination, k, n)
+			WHERE d.event_id IN (SELECT e.event_id FROM e) ORDER BY d.n
+			RETURNING 1)
+		SELECT array_agg(e.event_id) INTO written FROM e;
+		-- mark what was written
+		SELECT array_agg(CASE WHEN u.f < 0 AND u.st IS NULL AND u.d <> '[]' AND w.id IS NOT NULL
+			THEN 'accepted' ELSE u.st END ORDER BY u.ord)
+		INTO statuses
+		FROM unnest(ids, firsts, statuses, dests) WITH ORDINALITY AS u(id, f, st, d, ord)
+		LEFT JOIN unnest(written) AS w(id) ON w.id = u.id COLLATE "C";
+	ELSE
+		WITH e AS (
+			INSERT INTO evpipe.events AS ev (event_id, event_type, schema_version, source,
+				event_time, correlation_id, priority, traceparent, event, ingested_by)
+			SELECT v.*, caller FROM ROWS FROM (unnest(b_ids), unnest(b_types), unnest(b_versions),
+				unnest(b_sources), unnest(b_times), unnest(b_corrs), unnest(b_prios),
+				unnest(b_traces), unnest(b_envs)) AS v
+			RETURNING ev.event_id),
+		o AS (
+			INSERT INTO evpipe.outbox (event_id, destination, ordering_key)
+			SELECT d.event_id, d.destination, d.k
+			FROM ROWS FROM (unnest(o_ids), unnest(o_dests), unnest(o_keys)) WITH ORDINALITY AS d(event_id, destination, k, n)
+			ORDER BY d.n
+			RETURNING 1)
+		SELECT array_agg(e.event_id) INTO written FROM e;
+		-- every open event with destinations was written
+		SELECT array_agg(CASE WHEN u.f < 0 AND u.st IS NULL AND u.d <> '[]' THEN 'accepted' ELSE u.st END ORDER BY u.ord)
+		INTO statuses
+		FROM unnest(firsts, statuses, dests) WITH ORDINALITY AS u(f, st, d, ord);
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION evpipe._ingest_batch_insert(text[], jsonb[], integer[], text[], jsonb[], jsonb[], text[], integer[], text[], timestamptz[], text[], text[], text[], name, boolean) IS
+	'Internal: write the open events of a batch and their outbox rows in one statement; marks the written accepted';
+
+-- evpipe_ingest_batch(), as the owner, for the role caller. No JIT:
+-- compiling the statements costs more than running them.
+CREATE OR REPLACE FUNCTION evpipe._ingest_batch_as_owner(events jsonb, source text, caller name)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off
+AS $$
+DECLARE
+	n integer;
+	lim integer;
+	i integer;
+	ev record;
+	rep record;
+	ids text[] := '{}';
+	envs jsonb[] := '{}';
+	dests jsonb[] := '{}';
+	paths jsonb[] := '{}';
+	types text[] := '{}';
+	versions integer[] := '{}';
+	sources text[] := '{}';
+	times timestamptz[] := '{}';
+	corrs text[] := '{}';
+	prios text[] := '{}';
+	traces text[] := '{}';
+	firsts integer[];
+	statuses text[];
+	taken boolean := false;
+	answer jsonb;
+BEGIN
+	IF events IS NULL THEN
+		PERFORM evpipe._ingest_reject('22004', '$', 'type', NULL, NULL, 'events must not be null');
+	END IF;
+	IF jsonb_typeof(events) <> 'array' THEN
+		PERFORM evpipe._ingest_reject('22039', '$', 'type', NULL,
+			'Send the events as a JSON array; evpipe.ingest takes one event.', 'events must be a JSON array');
+	END IF;
+	n := jsonb_array_length(events);
+	lim := evpipe._ingest_setting('evpipe.max_batch_events', 10000);
+	IF n > lim THEN
+		PERFORM evpipe._ingest_reject('22023', '$', 'maxItems', format('%s events, the limit is %s', n, lim),
+			'The limit is evpipe.max_batch_events; split the batch.', 'too many events in one batch');
+	END IF;
+	caller := evpipe._ingest_caller(caller);
+
+	-- check, normalise and route each event; keep what is written
+	BEGIN
+		FOR i IN 1..n LOOP
+			ev := evpipe._ingest_prepare(events -> (i - 1), source, caller, i - 1);
+			ids[i] := ev.event_id;
+			envs[i] := ev.envelope;
+			dests[i] := to_jsonb(ev.dests);
+			paths[i] := to_jsonb(ev.paths);
+			types[i] := ev.event_type;
+			versions[i] := ev.version;
+			sources[i] := ev.source;
+			times[i] := ev.ts;
+			corrs[i] := ev.correlation_id;
+			prios[i] := ev.priority;
+			traces[i] := coalesce(ev.traceparent, evpipe._ingest_new_traceparent());
+		END LOOP;
+	EXCEPTION WHEN OTHERS THEN
+		-- the C checks each event's id against the earlier ones as soon as
+		-- it is checked: a conflict before the refused event wins
+		rep := evpipe._ingest_batch_repeats(ids, envs);
+		IF rep.conflict IS NOT NULL THEN
+			PERFORM evpipe._ingest_batch_conflict(rep.conflict, ids[rep.conflict + 1],
+				format('event $[%s] has this eventId with other content', rep.conflict_first));
+		END IF;
+		RAISE;
+	END;
+	-- the same id earlier in the batch: a duplicate, or a conflict
+	rep := evpipe._ingest_batch_repeats(ids, envs);
+	IF rep.conflict IS NOT NULL THEN
+		PERFORM evpipe._ingest_batch_conflict(rep.conflict, ids[rep.conflict + 1],
+			format('event $[%s] has this eventId with other content', rep.conflict_first));
+	END IF;
+	firsts := rep.firsts;
+	statuses := array_fill(NULL::text, ARRAY[n]);
+
+	-- batch_write(): an unroutable event is a duplicate of a stored one, or refused
+	IF EXISTS (SELECT 1 FROM unnest(firsts, dests) AS u(f, d) WHERE u.f < 0 AND u.d = '[]') THEN
+		SELECT * INTO statuses, dests FROM evpipe._ingest_batch_existing(ids, envs, firsts, false,
+			statuses, dests, types, sources, prios);
+	END IF;
+	-- the common case, all ids new, goes in with a plain INSERT; if an id is
+	-- taken (a retried batch, or another session meanwhile: 23505), that is
+	-- rolled back, the taken ids are looked up, and the rest goes in with ON
+	-- CONFLICT DO NOTHING, after which the ids skipped are looked up again
+	BEGIN
+		statuses := evpipe._ingest_batch_insert(ids, envs, firsts, statuses, dests, paths, types,
+			versions, sources, times, corrs, prios, traces, caller, false);
+	EXCEPTION WHEN unique_violation THEN
+		taken := true;
+	END;
+	IF taken THEN
+		SELECT array_agg(CASE WHEN u.st = 'accepted' THEN NULL ELSE u.st END ORDER BY u.ord) INTO statuses
+		FROM unnest(statuses) WITH ORDINALITY AS u(st, ord);
+		SELECT * INTO statuses, dests FROM evpipe._ingest_batch_existing(ids, envs, firsts, false,
+			statuses, dests, types, sources, prios);
+		statuses := evpipe._ingest_batch_insert(ids, envs, firsts, statuses, dests, paths, types,
+			versions, sources, times, corrs, prios, traces, caller, true);
+		SELECT * INTO statuses, dests FROM evpipe._ingest_batch_existing(ids, envs, firsts, true,
+			statuses, dests, types, sources, prios);
+	END IF;
+
+	-- repeats within the batch answer like their first occurrence
+	SELECT coalesce(jsonb_agg(jsonb_build_object('eventId', u.id,
+			'status', CASE WHEN u.f >= 0 THEN 'duplicate' ELSE u.st END,
+			'destinations', CASE WHEN u.f >= 0 THEN
+				(SELECT coalesce(jsonb_agg(x ORDER BY x COLLATE "C"), '[]') FROM jsonb_array_elements_text(dests[u.f + 1]) AS x)
+				ELSE u.d END) ORDER BY u.ord), '[]')
+	INTO answer
+	FROM unnest(ids, firsts, statuses, dests) WITH ORDINALITY AS u(id, f, st, d, ord);
+	IF 'accepted' = ANY (statuses) THEN
+		PERFORM evpipe._wake_workers();
+		PERFORM evpipe._ingest_postgrest_status();
+	END IF;
+	RETURN answer;
+END
+$$;
+COMMENT ON FUNCTION evpipe._ingest_batch_as_owner(jsonb, text, name) IS
+	'Internal: evpipe.ingest_batch as the extension owner, for the calling role';
+
+-- SQL: evpipe.ingest_batch(events jsonb, source text DEFAULT NULL) RETURNS jsonb
+CREATE OR REPLACE FUNCTION evpipe.ingest_batch(events jsonb, source text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql CALLED ON NULL INPUT VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	RETURN evpipe._ingest_batch_as_owner(events, source, current_user);
+END
+$$;
