@@ -6,6 +6,7 @@ const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const { startCluster } = require('./lib/cluster');
 const { startPeer } = require('./lib/peers');
+const { evpipeApi } = require('./lib/api');
 
 let pg;
 let sink;
@@ -23,6 +24,8 @@ async function ingest(event) {
   const rows = await pg.query('SELECT evpipe.ingest($1::jsonb) AS r', [JSON.stringify(event)]);
   return rows[0].r;
 }
+
+const { fnDest } = evpipeApi(() => pg);
 
 async function dest(name, kind, config) {
   await pg.query('SELECT evpipe.create_destination($1, $2, $3::jsonb)', [name, kind, JSON.stringify(config)]);
@@ -67,6 +70,17 @@ after(async () => {
 });
 
 test('workers appear in pg_stat_activity with a clear backend_type', async () => {
+  if (pg.host === 'daemon') {
+    // evpiped: one session each, named by application_name
+    const rows = await pg.waitFor(
+      "SELECT backend_type, usename FROM pg_stat_activity WHERE application_name = 'evpiped'",
+      (r) => r.length === 2,
+      10000,
+    );
+    assert.deepEqual(rows.map((r) => [r.backend_type, r.usename]), [['client backend', 'evpiped'], ['client backend', 'evpiped']]);
+    assert.equal((await pg.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'evpipe delivery worker'"))[0].n, 0);
+    return;
+  }
   const rows = await pg.waitFor(
     "SELECT backend_type, pid FROM pg_stat_activity WHERE backend_type = 'evpipe delivery worker'",
     (r) => r.length === 2,
@@ -248,8 +262,8 @@ test('function destination: a handler writes a table, in the database', async ()
     INSERT INTO account_log VALUES (e->>'eventId', (e->'payload'->>'balance')::numeric) $$`);
   await pg.query(`CREATE FUNCTION picky(e jsonb) RETURNS void LANGUAGE plpgsql AS $$
     BEGIN RAISE EXCEPTION 'bad balance' USING ERRCODE = '22023'; END $$`);
-  await dest('handler', 'function', { function: 'public.record_account(jsonb)' });
-  await dest('picky', 'function', { function: 'public.picky(jsonb)' });
+  await fnDest('handler', { function: 'public.record_account(jsonb)' }, ['TABLE account_log', 'FUNCTION record_account(jsonb)']);
+  await fnDest('picky', { function: 'public.picky(jsonb)' }, ['FUNCTION picky(jsonb)']);
   await type('ACCOUNT');
   await route('ACCOUNT', 'handler');
   await route('ACCOUNT', 'picky');
@@ -265,6 +279,32 @@ test('function destination: a handler writes a table, in the database', async ()
   );
   assert.equal(dl[0].attempts, 1);
   assert.match(dl[0].last_error, /22023: bad balance/);
+});
+
+// timeout_ms once did not limit a handler (a statement_timeout set while a statement
+// runs arms nothing), and a handler's plain SET outlived it in the delivering session
+test('function destination: timeout_ms limits the handler; settings it changes do not outlive it', async () => {
+  await pg.query(`CREATE FUNCTION slow_handler(e jsonb) RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN PERFORM pg_sleep(3); END $$`);
+  await pg.query(`CREATE FUNCTION leaky_handler(e jsonb) RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+      PERFORM set_config('application_name', 'leaked-by-handler', false);
+      PERFORM set_config('search_path', 'leaked_schema, pg_catalog', false);
+    END $$`);
+  await fnDest('slow', { function: 'public.slow_handler(jsonb)', timeout_ms: 300, max_attempts: 2 }, ['FUNCTION slow_handler(jsonb)']);
+  await fnDest('leaky', { function: 'public.leaky_handler(jsonb)' }, ['FUNCTION leaky_handler(jsonb)']);
+  await type('FN_LIMITS');
+  await route('FN_LIMITS', 'slow');
+  await route('FN_LIMITS', 'leaky');
+  await ingest(ev('lim-1', 'FN_LIMITS', {}));
+  const dl = await pg.waitFor("SELECT attempts, last_error FROM evpipe.dead_letters WHERE destination = 'slow'",
+    (r) => r.length === 1, 30000);
+  assert.deepEqual(dl, [{ attempts: 2, last_error: '57014: the handler ran longer than timeout_ms (300 ms)' }]);
+  await waitForDeliveries('leaky', 1);
+  await ingest(ev('lim-2', 'FN_LIMITS', {}));
+  await waitForDeliveries('leaky', 2);
+  const leaked = await pg.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'leaked-by-handler'");
+  assert.equal(leaked[0].n, 0, 'the handler\'s SET application_name was undone');
 });
 
 test('commit-to-arrival latency on an idle system (reported)', async () => {
@@ -301,18 +341,28 @@ test('SIGTERM and SIGHUP act promptly with requests in flight; nothing is lost',
     (r) => r[0].n === 5, 10000);
   const before = await pg.workerPids();
   // SIGHUP: reload, keep running
-  for (const pid of before) process.kill(pid, 'SIGHUP');
+  await pg.killWorkers('SIGHUP');
   await new Promise((r) => setTimeout(r, 500));
   assert.deepEqual((await pg.workerPids()).sort(), before.sort(), 'SIGHUP does not stop workers');
   // requests already hanging stay hung; the redelivered ones will succeed
   await sink.control('POST', '/_control/behavior', { path: '/sig', status: 200 });
   // SIGTERM: the workers exit within a second, give their rows back, and come back
   const t0 = Date.now();
-  for (const pid of before) process.kill(pid, 'SIGTERM');
-  await pg.waitFor("SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'evpipe delivery worker' AND pid <> ALL($1)",
-    (r) => r[0].n === 2, 10000, [before]);
-  console.log(`# workers replaced ${Date.now() - t0} ms after SIGTERM with 5 requests in flight`);
-  assert.match(pg.log(), /event=worker_stop worker=\d pid=\d+ in_flight=[1-9]/);
+  if (pg.host === 'daemon') {
+    // evpiped exits 0 and gives its rows back; the harness starts new ones
+    const victims = [...pg.daemons];
+    await pg.killWorkers('SIGTERM');
+    console.log(`# evpiped exited ${Date.now() - t0} ms after SIGTERM with 5 requests in flight`);
+    assert.deepEqual(victims.map((d) => d.exitCode), [0, 0]);
+    assert.match(pg.log(), /event=daemon_stop pid=\d+ in_flight=[1-9]/);
+    await pg.waitWorkers(2);
+  } else {
+    for (const pid of before) process.kill(pid, 'SIGTERM');
+    await pg.waitFor("SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'evpipe delivery worker' AND pid <> ALL($1)",
+      (r) => r[0].n === 2, 10000, [before]);
+    console.log(`# workers replaced ${Date.now() - t0} ms after SIGTERM with 5 requests in flight`);
+    assert.match(pg.log(), /event=worker_stop worker=\d pid=\d+ in_flight=[1-9]/);
+  }
   await waitForDeliveries('sig', 5, 20000);
 });
 
@@ -330,7 +380,7 @@ test('SIGKILL of a worker mid-flight: nothing lost, workers come back', async ()
   await pg.killWorkers('SIGKILL');
   await pg.waitReady(30000);
   // the restarted workers release the dead workers' leases at once
-  await pg.waitFor("SELECT 1 FROM pg_stat_activity WHERE backend_type = 'evpipe delivery worker'", (r) => r.length > 0, 20000);
+  await pg.waitWorkers(1);
   await waitForDeliveries('kill', 10, 30000);
   const got = await requests('/kill');
   const delivered = new Set(got.filter((r) => r.answeredStatus === 200).map((r) => r.headers['idempotency-key']));
@@ -349,11 +399,9 @@ test('delivered rows are deleted after evpipe.delivered_retention, in batches', 
   await route('RETAINED', 'retained');
   for (let i = 0; i < 20; i++) await ingest(ev(`ret-${i}`, 'RETAINED', {}));
   await waitForDeliveries('retained', 20);
-  await pg.query("ALTER SYSTEM SET evpipe.delivered_retention = '1s'");
-  await pg.reload();
+  await pg.setEvpipe('evpipe.delivered_retention', '1s');
   await pg.waitFor('SELECT count(*)::int AS n FROM evpipe.delivered', (r) => r[0].n === 0, 15000);
-  await pg.query('ALTER SYSTEM RESET evpipe.delivered_retention');
-  await pg.reload();
+  await pg.setEvpipe('evpipe.delivered_retention', null);
 });
 
 test('without shared_preload_libraries the extension still ingests and warns', async () => {

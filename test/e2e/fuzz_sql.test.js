@@ -7,70 +7,14 @@
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { startCluster } = require('./lib/cluster');
+const { makeGenerator } = require('./lib/fuzzgen');
 
 const TOTAL = process.env.EVPIPE_PROFILE === 'long' ? 1000000 : 100000;
 const BATCH = 1000;
 let pg;
 
-// xorshift32, seeded
-let seed = Number(process.env.EVPIPE_FUZZ_SEED || 20261124) >>> 0;
-const rnd = () => {
-  seed ^= seed << 13; seed >>>= 0; seed ^= seed >>> 17; seed ^= seed << 5; seed >>>= 0;
-  return seed / 4294967296;
-};
-const pick = (a) => a[Math.floor(rnd() * a.length)];
-const int = (n) => Math.floor(rnd() * n);
-
-const oddStrings = [
-  '', ' ', 'a', 'é', '😀', '\u200b', '\u202e', '\ufeff', 'x'.repeat(300), '"', '\\', '\n\t\r',
-  "'; DROP TABLE evpipe.events; --", '$$', '%s%n', '\ud83d\ude00'.repeat(50), 'A'.repeat(129),
-  '2026-11-21T10:00:00Z', '2026-02-30T10:00:00Z', '0000-01-01T00:00:00Z', '9999-12-31T23:59:60Z',
-  '6f1c2a4e-8b9d-4e2f-a1b3-c5d7e9f0a2b4', 'ACCOUNT_UPDATED', 'FUZZ', 'fuzz-src', '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
-];
-const oddNumbers = [0, -0, 1, -1, 1.5, 1e308, -1e308, 5e-324, 2 ** 53, 2 ** 53 + 1, 2 ** 63, -(2 ** 63), 123456789012345678901234567890, 0.1 + 0.2];
-
-function value(depth) {
-  const r = rnd();
-  if (depth > 6 || r < 0.35) return pick([null, true, false, pick(oddNumbers), pick(oddStrings), int(1000)]);
-  if (r < 0.6) return Array.from({ length: int(5) }, () => value(depth + 1));
-  const o = {};
-  for (let i = int(5); i > 0; i--) o[pick(['a', 'name', 'qty', 'tags', 'meta', pick(oddStrings)])] = value(depth + 1);
-  return o;
-}
-
-function deep(n) {
-  let v = 1;
-  for (let i = 0; i < n; i++) v = rnd() < 0.5 ? [v] : { a: v };
-  return v;
-}
-
-let counter = 0;
-function event() {
-  counter++;
-  const good = {
-    eventId: `fz-${counter}`,
-    eventType: pick(['FUZZ', 'FUZZ', 'FUZZ_STRICT', 'NOPE']),
-    source: pick(['fuzz-src', 'fuzz-src', 'other']),
-    payload: { name: 'n', qty: int(10), tags: ['a'] },
-    timestamp: '2026-11-21T10:00:00Z',
-  };
-  const e = { ...good };
-  const mutations = int(4);
-  for (let i = 0; i < mutations; i++) {
-    const k = pick(['eventId', 'eventType', 'source', 'payload', 'timestamp', 'correlationId', 'priority', 'traceparent', 'extra']);
-    const m = int(8);
-    if (m === 0) delete e[k];
-    else if (m === 1) e[k] = value(0);
-    else if (m === 2) e[k] = pick(oddStrings);
-    else if (m === 3) e[k] = pick(oddNumbers);
-    else if (m === 4 && k === 'payload') e.payload = { ...good.payload, ...value(0) };
-    else if (m === 5 && k === 'payload') e.payload = { name: deep(int(120)) };
-    else if (m === 6 && k === 'payload') e.payload = { name: 'x'.repeat(int(3) * 150000) };
-    else if (m === 7) e[k] = { nested: value(0) };
-  }
-  if (rnd() < 0.02) return pick([[], 'str', 1, null, [e]]);
-  return e;
-}
+const gen = makeGenerator(Number(process.env.EVPIPE_FUZZ_SEED || 20261124));
+const { pick, int, rnd, event } = gen;
 
 before(async () => {
   pg = await startCluster({ config: { 'evpipe.workers': 0 } });
@@ -163,8 +107,7 @@ test(`SQL fuzzer, batches: ${BATCH_TOTAL} events through evpipe.ingest_batch; al
       else if (arr.length && r < 0.09) arr.push({ ...pick(arr), payload: { other: true } }); // id reused
       else if (r < 0.12) arr.push(event());                                  // likely invalid
       else {
-        counter++;
-        arr.push({ eventId: `fzb-${counter}`, eventType: pick(['FUZZ', 'FUZZ_STRICT']), source: 'fuzz-src',
+        arr.push({ eventId: `fzb-${gen.next()}`, eventType: pick(['FUZZ', 'FUZZ_STRICT']), source: 'fuzz-src',
           payload: { name: 'n', qty: int(10), tags: ['a'] }, timestamp: '2026-11-21T10:00:00Z' });
       }
     }

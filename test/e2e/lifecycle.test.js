@@ -15,6 +15,7 @@ const path = require('node:path');
 const { Client } = require('../peers/node_modules/pg');
 const { startCluster, sleep, asPostgres, BIN } = require('./lib/cluster');
 const { startPeer } = require('./lib/peers');
+const { CATALOG, catalogOf } = require('./lib/catalog');
 
 const WORKERS = { 'evpipe.workers': 2, 'evpipe.tick_ms': 200 };
 const SECRET = 'whsec_bGlmZWN5Y2xlLXNlY3JldC1rZXktMDEyMzQ1Njc4OQ==';
@@ -219,79 +220,7 @@ test('backup: pg_dump (custom and plain) restored into fresh clusters keeps ever
 // Upgrades
 // ---------------------------------------------------------------------------
 
-// What makes two installs of the extension the same schema, category by category.
-const MEMBERS = `SELECT d.classid, d.objid FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
-  WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e' AND e.extname = 'evpipe'`;
-const CATALOG = {
-  extension: `SELECT extname, extversion, extrelocatable, extnamespace::regnamespace::text AS schema,
-      obj_description(oid, 'pg_extension') AS comment FROM pg_extension WHERE extname = 'evpipe'`,
-  members: `SELECT pg_describe_object(classid, objid, 0) AS object FROM (${MEMBERS}) m ORDER BY 1`,
-  dumped: `SELECT x.rel::regclass::text AS relation, x.cond FROM pg_extension e,
-      unnest(e.extconfig, e.extcondition) AS x(rel, cond) WHERE e.extname = 'evpipe' ORDER BY 1`,
-  schema: `SELECT nspname, nspacl::text, pg_get_userbyid(nspowner) AS owner, obj_description(oid, 'pg_namespace') AS comment
-      FROM pg_namespace WHERE nspname = 'evpipe'`,
-  functions: `SELECT p.oid::regprocedure::text AS signature, p.prokind, p.provolatile, p.prosecdef, p.proisstrict,
-      p.proparallel, p.proleakproof, p.procost, p.prorows, p.proretset, p.proconfig, p.proacl::text AS acl,
-      pg_get_userbyid(p.proowner) AS owner, l.lanname, pg_get_function_result(p.oid) AS result,
-      pg_get_function_arguments(p.oid) AS args,
-      CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid) END AS def,
-      obj_description(p.oid, 'pg_proc') AS comment
-    FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.pronamespace = 'evpipe'::regnamespace ORDER BY 1`,
-  relations: `SELECT c.relname, c.relkind, c.relpersistence, c.relrowsecurity, c.relforcerowsecurity, c.reloptions,
-      c.relacl::text AS acl, pg_get_userbyid(c.relowner) AS owner, c.relreplident, am.amname, c.relhasrules,
-      c.relhastriggers, obj_description(c.oid, 'pg_class') AS comment
-    FROM pg_class c LEFT JOIN pg_am am ON am.oid = c.relam WHERE c.relnamespace = 'evpipe'::regnamespace ORDER BY 1`,
-  columns: `SELECT c.relname, row_number() OVER (PARTITION BY c.oid ORDER BY a.attnum) AS position, a.attname,
-      format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull, a.attidentity, a.attgenerated, a.atthasdef,
-      pg_get_expr(d.adbin, d.adrelid) AS "default", co.collname, a.attacl::text AS acl, a.attstorage,
-      a.attcompression, a.attstattarget, col_description(c.oid, a.attnum) AS comment
-    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-    LEFT JOIN pg_collation co ON co.oid = a.attcollation
-    WHERE c.relnamespace = 'evpipe'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 1, 2`,
-  sequences: `SELECT c.relname, format_type(s.seqtypid, NULL) AS type, s.seqstart, s.seqincrement, s.seqmax, s.seqmin,
-      s.seqcache, s.seqcycle, (SELECT d.refobjid::regclass::text || '.' || d.refobjsubid FROM pg_depend d
-        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')) AS owned_by
-    FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid WHERE c.relnamespace = 'evpipe'::regnamespace ORDER BY 1`,
-  indexes: `SELECT c.relname, pg_get_indexdef(i.indexrelid) AS def, i.indisunique, i.indisprimary, i.indimmediate,
-      i.indisclustered, i.indisvalid, i.indisreplident, i.indnullsnotdistinct
-    FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relnamespace = 'evpipe'::regnamespace ORDER BY 1`,
-  constraints: `SELECT conrelid::regclass::text AS rel, conname, contype, pg_get_constraintdef(oid) AS def, condeferrable,
-      condeferred, convalidated, conislocal, connoinherit, obj_description(oid, 'pg_constraint') AS comment
-    FROM pg_constraint WHERE connamespace = 'evpipe'::regnamespace ORDER BY 1, 2, 4`,
-  views: `SELECT c.relname, pg_get_viewdef(c.oid, true) AS def FROM pg_class c
-    WHERE c.relnamespace = 'evpipe'::regnamespace AND c.relkind IN ('v', 'm') ORDER BY 1`,
-  rules: `SELECT tablename, rulename, definition FROM pg_rules WHERE schemaname = 'evpipe' ORDER BY 1, 2`,
-  triggers: `SELECT t.tgrelid::regclass::text AS rel, t.tgname, pg_get_triggerdef(t.oid, true) AS def, t.tgenabled,
-      obj_description(t.oid, 'pg_trigger') AS comment
-    FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-    WHERE c.relnamespace = 'evpipe'::regnamespace AND NOT t.tgisinternal ORDER BY 1, 2`,
-  policies: `SELECT schemaname, tablename, policyname, permissive, roles::text, cmd, qual, with_check
-    FROM pg_policies WHERE schemaname = 'evpipe' ORDER BY 2, 3`,
-  types: `SELECT t.typname, t.typtype, t.typacl::text AS acl, pg_get_userbyid(t.typowner) AS owner,
-      obj_description(t.oid, 'pg_type') AS comment FROM pg_type t WHERE t.typnamespace = 'evpipe'::regnamespace ORDER BY 1`,
-  // every comment on the extension's objects and their parts (columns, constraints, triggers)
-  comments: `SELECT pg_describe_object(d.classoid, d.objoid, d.objsubid) AS object, d.description FROM pg_description d
-    WHERE (d.classoid, d.objoid) IN (${MEMBERS})
-      OR (d.classoid = 'pg_constraint'::regclass AND d.objoid IN (SELECT oid FROM pg_constraint WHERE connamespace = 'evpipe'::regnamespace))
-      OR (d.classoid = 'pg_trigger'::regclass AND d.objoid IN (SELECT t.oid FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-        WHERE c.relnamespace = 'evpipe'::regnamespace))
-    ORDER BY 1`,
-  // the privileges pg_dump takes as the extension's own (it dumps only what differs from them)
-  initPrivileges: `SELECT pg_describe_object(p.classoid, p.objoid, p.objsubid) AS object, p.privtype, p.initprivs::text
-    FROM pg_init_privs p WHERE (p.classoid, p.objoid) IN (${MEMBERS}) ORDER BY 1`,
-  roles: `SELECT rolname, rolcanlogin, rolsuper, rolinherit FROM pg_roles WHERE rolname LIKE 'evpipe%' ORDER BY 1`,
-};
-
-async function catalogOf(client) {
-  const out = {};
-  for (const [k, sql] of Object.entries(CATALOG)) {
-    out[k] = (await client.query(sql)).rows.map((r) => JSON.stringify(r));
-  }
-  return out;
-}
-
-test('upgrade: the new library serves a 0.1.0 database; ALTER EXTENSION UPDATE (0.1.0 -> 0.2.0 -> 0.3.0) keeps pending, in-flight and dead rows; the schema equals a fresh 0.3.0 install', async () => {
+test('upgrade: the new library serves a 0.1.0 database; ALTER EXTENSION UPDATE (0.1.0 -> 0.2.0 -> 0.3.0 -> 0.4.0) keeps pending, in-flight and dead rows; the schema equals a fresh 0.4.0 install', async () => {
   await getSink();
   await behave({ path: '/up-slow', delayMs: 5000 });
   await behave({ path: '/up-retry', status: 503 });
@@ -339,7 +268,7 @@ test('upgrade: the new library serves a 0.1.0 database; ALTER EXTENSION UPDATE (
   assert.equal(pendingBefore.length, 4);
 
   await q('ALTER EXTENSION evpipe UPDATE');
-  assert.equal((await q("SELECT extversion FROM pg_extension WHERE extname = 'evpipe'"))[0].extversion, '0.3.0');
+  assert.equal((await q("SELECT extversion FROM pg_extension WHERE extname = 'evpipe'"))[0].extversion, '0.4.0');
 
   // nothing lost
   for (const t of Object.keys(before)) assert.deepEqual(await rowsOf(pg, t, cols[t]), before[t], `evpipe.${t}`);
@@ -361,7 +290,7 @@ test('upgrade: the new library serves a 0.1.0 database; ALTER EXTENSION UPDATE (
   const errors = pg.log().split('\n').filter((l) => l.includes('ERROR') && !l.includes('unknown key "max_age_ms"'));
   assert.deepEqual(errors, [], 'no unexpected ERROR in the server log');
 
-  // the upgraded schema against a fresh 0.3.0 install in another database of the same cluster
+  // the upgraded schema against a fresh 0.4.0 install in another database of the same cluster
   await q('CREATE DATABASE lc_fresh');
   const connect = async (database) => {
     const cl = new Client({ host: '127.0.0.1', port: pg.port, user: 'postgres', database });
@@ -378,8 +307,8 @@ test('upgrade: the new library serves a 0.1.0 database; ALTER EXTENSION UPDATE (
       assert.ok(b[k].length > 0 || ['policies', 'rules'].includes(k), `the ${k} query sees something`);
       const onlyUpgraded = a[k].filter((x) => !b[k].includes(x));
       const onlyFresh = b[k].filter((x) => !a[k].includes(x));
-      assert.deepEqual({ onlyUpgraded, onlyFresh }, { onlyUpgraded: [], onlyFresh: [] }, `upgraded vs fresh 0.3.0: ${k}`);
-      assert.deepEqual(a[k], b[k], `upgraded vs fresh 0.3.0: ${k} (order)`);
+      assert.deepEqual({ onlyUpgraded, onlyFresh }, { onlyUpgraded: [], onlyFresh: [] }, `upgraded vs fresh 0.4.0: ${k}`);
+      assert.deepEqual(a[k], b[k], `upgraded vs fresh 0.4.0: ${k} (order)`);
     }
     assert.ok(a.dumped.length >= 13, 'every user-data table and sequence is marked for pg_dump');
   } finally {

@@ -38,6 +38,14 @@
 // only: the per-loop, per-request and outcome contexts are reset or deleted).
 // Under the sanitize suite (ASan preloaded) the memory bounds are reported,
 // not asserted: ASan's quarantine and shadow memory grow by design.
+//
+// With the daemon host (EVPIPE_E2E_HOST=daemon) the delivering processes are the
+// two evpiped: the same RssAnon samples and bounds, from their /proc/PID/status.
+// evpiped's palloc is its own runtime over malloc, with no memory-context report,
+// so at the two drained points it is RssAnon that may not grow by more than the
+// growth bound; and the server backends of the daemons' sessions (where their
+// statements run, prepared once per connection) have their memory contexts
+// logged and bounded as the workers' are.
 'use strict';
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -107,13 +115,23 @@ async function behave(n = 0) {
     ? { path: '/outage', status: 503, body: '{"error":"down"}' } : { path: '/outage', delayMs: 1 });
 }
 
-// Each worker's memory-context tree, logged by the server; the Grand total line.
+// Memory at a drained point: the workers' memory-context totals; or (daemon host)
+// each evpiped's RssAnon and the memory-context totals of its sessions' backends.
+async function drainedPoint(pids) {
+  if (pg.host !== 'daemon') return { contexts: await contextTotals(pids) };
+  const anon = Object.fromEntries(pids.map((p) => [p, memoryOf(p).anon]));
+  const backends = (await pg.query(
+    "SELECT pid FROM pg_stat_activity WHERE application_name = 'evpiped' ORDER BY pid")).map((r) => r.pid);
+  return { anon, backends, contexts: await contextTotals(backends) };
+}
+
+// Each backend's memory-context tree, logged by the server; the Grand total line.
 async function contextTotals(pids) {
-  const mark = pg.log().length;
+  const mark = pg.serverLog().length; // the server's own log (pg.log() also holds the daemons')
   for (const pid of pids) await pg.query('SELECT pg_log_backend_memory_contexts($1)', [pid]);
   const totals = {};
   await pg.waitFor('SELECT 1', () => {
-    const log = pg.log().slice(mark);
+    const log = pg.serverLog().slice(mark);
     for (const pid of pids) {
       const m = log.match(new RegExp(`\\[${pid}\\] [^\\n]*Grand total: (\\d+) bytes in (\\d+) blocks; (\\d+) free \\((\\d+) chunks\\); (\\d+) used`));
       if (m) totals[pid] = { total: Number(m[1]), used: Number(m[5]) };
@@ -155,7 +173,8 @@ after(async () => {
 
 test(`soak: ${SECONDS} s of steady traffic, worker memory flat, every event accounted for`, { timeout: (SECONDS + 600) * 1000 }, async () => {
   const pids = await pg.workerPids();
-  assert.equal(pids.length, 2, 'two delivery workers');
+  assert.equal(pids.length, 2, pg.host === 'daemon' ? 'two evpiped' : 'two delivery workers');
+  const mark = pg.logMark();
   const t0 = Date.now();
   const elapsed = () => (Date.now() - t0) / 1000;
   const samples = Object.fromEntries(pids.map((p) => [p, []]));
@@ -215,13 +234,13 @@ test(`soak: ${SECONDS} s of steady traffic, worker memory flat, every event acco
     await sleep(500); // the workers finish their loop iteration
   };
 
-  let ctxStart;
+  let start;
   let tMeasure;
   try {
     // warm-up, then a drained point for the first memory-context snapshot
     await sleep(SECONDS * WARMUP * 1000);
     await drain();
-    ctxStart = await contextTotals(pids);
+    start = await drainedPoint(pids);
     tMeasure = elapsed();
     paused = false;
 
@@ -234,7 +253,7 @@ test(`soak: ${SECONDS} s of steady traffic, worker memory flat, every event acco
 
   // accounting: every ingested event delivered or dead-lettered, once per destination
   await drain();
-  const ctxEnd = await contextTotals(pids);
+  const end = await drainedPoint(pids);
   const rows = await pg.query(`SELECT d AS destination,
       (SELECT count(*)::int FROM evpipe.outbox o WHERE o.destination = d AND o.event_id LIKE 'soak-%') AS pending,
       (SELECT count(*)::int FROM evpipe.delivered x WHERE x.destination = d AND x.event_id LIKE 'soak-%') AS delivered,
@@ -259,7 +278,13 @@ test(`soak: ${SECONDS} s of steady traffic, worker memory flat, every event acco
   // (the sink answers 200 for a moment after each reset of its log)
   assert.ok(by.dead.dead >= ingested * 0.9, 'dead: 400 is a dead letter at once');
   assert.ok(by.exhaust.dead >= ingested * 0.9, 'exhaust: 503 every time is a dead letter after max_attempts or max_age_ms');
-  assert.doesNotMatch(pg.log(), /event=circuit_open destination=flaky/, 'flaky: per-event failures never open the breaker');
+  const flakyOpens = (pg.log().match(/event=circuit_open destination=flaky\b/g) || []).length;
+  if (pg.host === 'daemon') {
+    // breakers are per process: a daemon whose share of the flaky target was, for the
+    // breaker's window, only first and second attempts (the successes going to the
+    // other daemon) opens its own circuit; rare, and it closes at the next probe
+    assert.ok(flakyOpens <= 2, `flaky: per-event failures open a daemon's breaker rarely (${flakyOpens} times)`);
+  } else assert.equal(flakyOpens, 0, 'flaky: per-event failures never open the breaker');
   assert.equal(by.flaky.dead, 0, 'flaky: every event delivered');
   assert.ok(by.outage.delivered >= ingested * 0.99, 'outage: delivered once the target is back');
   assert.match(pg.log(), /event=circuit_open destination=outage/, 'outage: the circuit breaker opened');
@@ -268,6 +293,12 @@ test(`soak: ${SECONDS} s of steady traffic, worker memory flat, every event acco
   // the same workers all along: no crash, no restart
   assert.deepEqual((await pg.workerPids()).sort(), [...pids].sort(), 'the same workers ran throughout');
   assert.ok(!/terminated by signal|PANIC/.test(pg.log()), 'no crash');
+  if (pg.host === 'daemon') {
+    // and the same sessions: evpiped never lost or dropped its connection
+    assert.doesNotMatch(pg.logSince(mark), /event=(disconnected|reconnect_failed)/, 'evpiped kept its session');
+    assert.deepEqual(end.backends, start.backends, "the daemons' sessions are the same backends");
+    assert.equal(end.backends.length, pids.length, 'one session per evpiped');
+  }
 
   // memory
   const failures = [];
@@ -279,16 +310,33 @@ test(`soak: ${SECONDS} s of steady traffic, worker memory flat, every event acco
     const last = s.filter((x) => x.t >= s[0].t + (3 * span) / 4);
     const growth = mean(last.map((x) => x.anon)) - mean(first.map((x) => x.anon));
     const k = slope(s.map((x) => ({ t: x.t, v: x.anon })));
-    const ctxGrowth = ctxEnd[pid].total - ctxStart[pid].total;
     const a = samples[pid][0];
     const z = s[s.length - 1];
-    console.log(`# worker ${pid}: RssAnon ${mb(a.anon)} at start, ${mb(s[0].anon)} after warm-up, ${mb(z.anon)} at the end; ` +
+    const who = pg.host === 'daemon' ? 'evpiped' : 'worker';
+    let drained;
+    if (pg.host === 'daemon') {
+      const anonGrowth = end.anon[pid] - start.anon[pid];
+      drained = `RssAnon at the drained points ${mb(start.anon[pid])} -> ${mb(end.anon[pid])}`;
+      if (anonGrowth >= BOUNDS.growth) failures.push(`${who} ${pid}: RssAnon grew ${mb(anonGrowth)} between the drained points (bound ${mb(BOUNDS.growth)})`);
+    } else {
+      const ctxGrowth = end.contexts[pid].total - start.contexts[pid].total;
+      drained = `memory contexts ${mb(start.contexts[pid].total)} -> ${mb(end.contexts[pid].total)} (used ${mb(start.contexts[pid].used)} -> ${mb(end.contexts[pid].used)})`;
+      if (ctxGrowth >= BOUNDS.contexts) failures.push(`${who} ${pid}: memory contexts grew ${mb(ctxGrowth)} (bound ${mb(BOUNDS.contexts)})`);
+    }
+    console.log(`# ${who} ${pid}: RssAnon ${mb(a.anon)} at start, ${mb(s[0].anon)} after warm-up, ${mb(z.anon)} at the end; ` +
       `growth ${mb(growth)} (first to last quarter), slope ${(k / KB).toFixed(2)} kB/s; ` +
       `VmRSS ${mb(a.rss)} -> ${mb(z.rss)} (RssShmem ${mb(a.shmem)} -> ${mb(z.shmem)}), Private_Dirty ${mb(a.privateDirty)} -> ${mb(z.privateDirty)}; ` +
-      `memory contexts ${mb(ctxStart[pid].total)} -> ${mb(ctxEnd[pid].total)} (used ${mb(ctxStart[pid].used)} -> ${mb(ctxEnd[pid].used)})`);
-    if (growth >= BOUNDS.growth) failures.push(`worker ${pid}: RssAnon grew ${mb(growth)} (bound ${mb(BOUNDS.growth)})`);
-    if (k >= BOUNDS.slope) failures.push(`worker ${pid}: RssAnon slope ${(k / KB).toFixed(2)} kB/s (bound ${BOUNDS.slope / KB} kB/s)`);
-    if (ctxGrowth >= BOUNDS.contexts) failures.push(`worker ${pid}: memory contexts grew ${mb(ctxGrowth)} (bound ${mb(BOUNDS.contexts)})`);
+      drained);
+    if (growth >= BOUNDS.growth) failures.push(`${who} ${pid}: RssAnon grew ${mb(growth)} (bound ${mb(BOUNDS.growth)})`);
+    if (k >= BOUNDS.slope) failures.push(`${who} ${pid}: RssAnon slope ${(k / KB).toFixed(2)} kB/s (bound ${BOUNDS.slope / KB} kB/s)`);
+  }
+  if (pg.host === 'daemon') {
+    for (const b of start.backends) {
+      const ctxGrowth = end.contexts[b].total - start.contexts[b].total;
+      console.log(`# evpiped session backend ${b}: memory contexts ${mb(start.contexts[b].total)} -> ${mb(end.contexts[b].total)} ` +
+        `(used ${mb(start.contexts[b].used)} -> ${mb(end.contexts[b].used)})`);
+      if (ctxGrowth >= BOUNDS.contexts) failures.push(`evpiped session backend ${b}: memory contexts grew ${mb(ctxGrowth)} (bound ${mb(BOUNDS.contexts)})`);
+    }
   }
   if (SANITIZED) {
     if (failures.length) console.log(`# under ASan, not asserted: ${failures.join('; ')}`);

@@ -182,9 +182,13 @@ test('FIFO: each group arrives in ingest order; SQS drops a repeated eventId', a
 test('credentials from the server environment, with a session token signed and sent', async () => {
   const TOKEN = 'session-token-xyz';
   const sqs2 = await startPeer('sqs', ['--credentials', `ASIAENVTEST:env-secret:${TOKEN}`]);
+  // the environment of whichever process delivers: the server's, or (daemon host) evpiped's
+  const awsEnv = { AWS_ACCESS_KEY_ID: 'ASIAENVTEST', AWS_SECRET_ACCESS_KEY: 'env-secret', AWS_SESSION_TOKEN: TOKEN };
   const pg2 = await startCluster({
     config: { 'evpipe.workers': 1, 'evpipe.tick_ms': 200 },
-    env: { AWS_ACCESS_KEY_ID: 'ASIAENVTEST', AWS_SECRET_ACCESS_KEY: 'env-secret', AWS_SESSION_TOKEN: TOKEN },
+    env: awsEnv,
+    daemons: 1,
+    daemonOpts: { env: awsEnv },
   });
   try {
     const c2 = new SQSClient({ region: 'us-east-1', endpoint: sqs2.url,

@@ -2,6 +2,18 @@
 // dir, start on a free 127.0.0.1 port with evpipe preloaded, stop by PID.
 // startCluster({standbyOf: primary}) starts a streaming standby of a running
 // cluster instead (pg_basebackup -R; c.promote() ends its recovery).
+//
+// Two hosts for the delivery engine: {host: 'server'} (the default) delivers with
+// the in-server workers; {host: 'daemon'} (or EVPIPE_E2E_HOST=daemon in the
+// environment, which test/run sets for its second pass of the delivery suites)
+// runs the server with evpipe.workers = 0 and starts opts.daemons (default 2)
+// evpiped processes as the login role "evpiped" (a member of evpipe_worker only).
+// Two installs: {install: 'extension'} (the default: CREATE EXTENSION evpipe) and
+// {install: 'managed'} (or EVPIPE_E2E_INSTALL=managed): no shared_preload_libraries,
+// evpipe installed by `evpiped migrate` as "owner", a non-superuser with CREATEROLE
+// (as on Amazon RDS), and delivery by evpiped daemons only.
+// The helpers below (workerPids, killWorkers, waitWorkers, reload, metricSum,
+// stop) act on whichever host delivers.
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -59,6 +71,12 @@ async function startCluster(opts = {}) {
     const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
     fs.chownSync(dir, uid, gid);
   }
+  const install = opts.install || process.env.EVPIPE_E2E_INSTALL || 'extension';
+  const managed = install === 'managed' && !opts.noExtension && !opts.standbyOf;
+  if (managed) opts = { ...opts, preload: false };
+  const host = managed ? 'daemon' : (opts.host || process.env.EVPIPE_E2E_HOST || 'server');
+  const daemonMode = host === 'daemon' && !opts.noExtension && !opts.standbyOf && (opts.preload !== false || managed);
+  if (daemonMode) opts = { ...opts, config: { ...(opts.config || {}), 'evpipe.workers': 0 } };
   const dataDir = path.join(dir, 'data');
   const logFile = path.join(dir, 'server.log');
   if (opts.standbyOf) {
@@ -89,7 +107,8 @@ async function startCluster(opts = {}) {
     '\n' + Object.entries(config).map(([k, v]) => `${k} = ${v}`).join('\n') + '\n');
 
   const c = {
-    dir, dataDir, logFile, port, pool: null,
+    dir, dataDir, logFile, port, pool: null, host: daemonMode ? 'daemon' : 'server', daemons: [], allDaemons: [],
+    install: managed ? 'managed' : 'extension',
     url: `postgresql://postgres@127.0.0.1:${port}/postgres`,
   };
   const newPool = () => {
@@ -133,13 +152,56 @@ async function startCluster(opts = {}) {
     newPool();
     await c.waitFor('SELECT 1 AS ok', (r) => r.length === 1, timeoutMs);
   };
-  c.workerPids = async () => (await c.query(
-    "SELECT pid FROM pg_stat_activity WHERE backend_type = 'evpipe delivery worker' ORDER BY pid")).map((r) => r.pid);
+  const daemonLib = () => require('./daemon');
+  const liveDaemons = () => c.daemons.filter((d) => d.alive());
+  // the delivering processes: the in-server workers, or the live evpiped processes
+  c.workerPids = async () => {
+    if (c.host === 'daemon') return liveDaemons().map((d) => d.pid).sort((a, b) => a - b);
+    return (await c.query(
+      "SELECT pid FROM pg_stat_activity WHERE backend_type = 'evpipe delivery worker' ORDER BY pid")).map((r) => r.pid);
+  };
+  // Send a signal to every delivering process. The postmaster restarts a killed
+  // worker; a killed evpiped is started again here, as systemd's Restart=always would.
   c.killWorkers = async (signal = 'SIGKILL') => {
     const pids = await c.workerPids();
-    for (const pid of pids) process.kill(pid, signal);
+    if (c.host !== 'daemon') {
+      for (const pid of pids) process.kill(pid, signal);
+      return pids;
+    }
+    const victims = liveDaemons();
+    for (const d of victims) d.signal(signal);
+    if (signal === 'SIGKILL' || signal === 'SIGTERM' || signal === 'SIGINT') {
+      await Promise.all(victims.map((d) => d.exited));
+      for (const d of victims) c.daemons.splice(c.daemons.indexOf(d), 1);
+      for (let i = 0; i < victims.length; i++) await c.startDaemon({ waitConnected: false });
+    }
     return pids;
   };
+  // an evpiped for this cluster, remembered in c.daemons (stopped by c.stop)
+  c.startDaemon = async (dopts = {}) => {
+    const d = await daemonLib().startDaemon(c, dopts);
+    c.daemons.push(d);
+    c.allDaemons.push(d);
+    return d;
+  };
+  // wait until n delivering processes run (and, for evpiped, are connected)
+  c.waitWorkers = async (n, timeoutMs = 20000) => {
+    const sql = c.host === 'daemon'
+      ? "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'evpiped'"
+      : "SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'evpipe delivery worker'";
+    await c.waitFor(sql, (r) => r[0].n >= n, timeoutMs);
+  };
+  // Prometheus text of the delivering host: evpipe.metrics() in the server, or each
+  // evpiped's /metrics (counters are per process there)
+  c.metricsTexts = async () => {
+    if (c.host !== 'daemon') return [(await c.query('SELECT evpipe.metrics() AS m'))[0].m];
+    return Promise.all(liveDaemons().map((d) => d.metrics()));
+  };
+  // a metric summed over every delivering process (counters), or the largest value (gauges)
+  c.metricSum = async (name, labels = {}) =>
+    (await c.metricsTexts()).reduce((a, t) => a + daemonLib().metricSum(t, name, labels), 0);
+  c.metricMax = async (name, labels = {}) =>
+    Math.max(...(await c.metricsTexts()).map((t) => daemonLib().metricSum(t, name, labels)));
   c.restart = async ({ mode = 'fast' } = {}) => {
     await c.pool.end().catch(() => {});
     asPostgres(`${BIN}/pg_ctl`, ['-D', dataDir, '-m', mode, '-w', 'stop'], { allowFail: true });
@@ -148,9 +210,41 @@ async function startCluster(opts = {}) {
   };
   // end recovery of a standby (pg_ctl promote waits until it accepts writes)
   c.promote = async () => { asPostgres(`${BIN}/pg_ctl`, ['-D', dataDir, '-w', '-t', '60', 'promote']); };
-  c.reload = async () => { asPostgres(`${BIN}/pg_ctl`, ['-D', dataDir, 'reload']); };
-  c.log = () => { try { return fs.readFileSync(logFile, 'utf8'); } catch (e) { return ''; } };
+  // reload the server's configuration; evpiped re-reads evpipe.* settings on SIGHUP
+  c.reload = async () => {
+    asPostgres(`${BIN}/pg_ctl`, ['-D', dataDir, 'reload']);
+    if (c.host === 'daemon') {
+      await sleep(200); // the postmaster's SIGHUP reaches the backends first
+      for (const d of liveDaemons()) d.signal('SIGHUP');
+    }
+  };
+  // set (or, with null, reset) an evpipe.* setting for everything that delivers: the
+  // server's (ALTER SYSTEM and a reload) on the extension; on the managed install,
+  // where the settings are placeholders, the database's, which sessions read when
+  // they connect: the daemons are restarted
+  c.setEvpipe = async (name, value) => {
+    if (c.install !== 'managed') {
+      await c.query(value === null ? `ALTER SYSTEM RESET ${name}` : `ALTER SYSTEM SET ${name} = '${value}'`);
+      return c.reload();
+    }
+    await c.query(value === null ? `ALTER DATABASE postgres RESET ${name}` : `ALTER DATABASE postgres SET ${name} = '${value}'`);
+    const old = liveDaemons();
+    for (const d of old) await d.stop('SIGTERM');
+    for (const d of old) c.daemons.splice(c.daemons.indexOf(d), 1);
+    for (let i = 0; i < old.length; i++) await c.startDaemon();
+    await c.pool.end().catch(() => {});
+    newPool();
+  };
+  c.serverLog = () => { try { return fs.readFileSync(logFile, 'utf8'); } catch (e) { return ''; } };
+  // the server's log, then the log of every evpiped started for this cluster
+  c.log = () => [c.serverLog(), ...c.allDaemons.map((d) => d.log())].join('');
+  // A position in c.log() to read on from: c.logSince(c.logMark()) is what every log
+  // got since (c.log().slice(n) would mix the server's new lines with old daemon lines).
+  c.logMark = () => ({ server: c.serverLog().length, daemons: new Map(c.allDaemons.map((d) => [d, d.log().length])) });
+  c.logSince = (mark) => [c.serverLog().slice(mark.server),
+    ...c.allDaemons.map((d) => d.log().slice(mark.daemons.get(d) || 0))].join('');
   c.stop = async () => {
+    await Promise.all(c.daemons.map((d) => d.stop('SIGTERM')));
     await c.pool.end().catch(() => {});
     const r = asPostgres(`${BIN}/pg_ctl`, ['-D', dataDir, '-m', 'fast', '-w', 'stop'], { allowFail: true });
     if (r.status !== 0) {
@@ -165,7 +259,17 @@ async function startCluster(opts = {}) {
 
   if (!opts.noExtension && !opts.standbyOf) {
     await c.waitFor('SELECT 1 AS ok', (r) => r.length === 1, 20000);
-    await c.query('CREATE EXTENSION evpipe');
+    if (managed) {
+      await c.query('CREATE ROLE owner LOGIN CREATEROLE; GRANT CREATE ON DATABASE postgres TO owner');
+      const { runEvpiped, dsnFor } = require('./daemon');
+      const r = runEvpiped(['migrate', '--dsn', dsnFor(c, 'owner')], { timeoutMs: 60000 });
+      if (r.status !== 0) throw new Error(`evpiped migrate failed (${r.status}): ${r.stderr}${r.stdout}`);
+    } else await c.query('CREATE EXTENSION evpipe');
+    if (daemonMode) {
+      await c.query('CREATE ROLE evpiped LOGIN; GRANT evpipe_worker TO evpiped');
+      const n = opts.daemons ?? 2;
+      for (let i = 0; i < n; i++) await c.startDaemon(opts.daemonOpts || {});
+    }
   }
   return c;
 }
