@@ -14,7 +14,8 @@
 //   BENCH_CHURN_SECONDS   churn of item 8 (900; 3600 for the hour of the issue)
 //   BENCH_CHURN_SAMPLE    seconds between outbox size samples (60)
 //   BENCH_EVENT_RETENTION evpipe.event_retention and evpipe.delivered_retention of item 8b churn ('10min'; 0 keeps all)
-//   BENCH_ONLY            comma list of items to run (1,2,3,4,5,6,7,8 or 8a scale, 8b churn, 9 ordered)
+//   BENCH_DAEMON_SECONDS  seconds per pgbench run of item 10d (15)
+//   BENCH_ONLY            comma list of items to run (1,2,3,4,5,6,7,8 or 8a scale, 8b churn, 9 ordered, 10 evpiped, 11 managed)
 //   BENCH_OUT             output directory (docs/bench)
 //   BENCH_RENDER_ONLY=1   only redraw results.md and the plots from BENCH_OUT/results.json
 //   BENCH_MERGE=DIR       take the items of DIR/results.json (a separate run) into BENCH_OUT, redraw
@@ -45,6 +46,7 @@ let SCALE_MAX = num('BENCH_SCALE_MAX', 10000000);
 let CHURN_SECS = num('BENCH_CHURN_SECONDS', 900);
 let CHURN_SAMPLE = num('BENCH_CHURN_SAMPLE', 60);
 let EVENT_RETENTION = process.env.BENCH_EVENT_RETENTION || '10min';
+let DAEMON_SECS = num('BENCH_DAEMON_SECONDS', 15);
 let ONLY = (process.env.BENCH_ONLY || '').split(',').map((s) => s.trim()).filter(Boolean);
 const OUT = path.resolve(process.env.BENCH_OUT || path.join(__dirname, '..', 'docs', 'bench'));
 const HTTP_N = 20000;     // events backlogged for items 4 and 5
@@ -52,8 +54,9 @@ const SCALE_BATCH = 10000; // events delivered per scale level (item 8)
 const SCALE_TIMEOUT = 300; // seconds to wait for one scale level's batch
 const LAT_CLIENTS = 4;     // pgbench connections sharing the steady rate of items 3 and 8
 
-const want = (k) => ONLY.length === 0 || ONLY.includes(k) || (k.length > 1 && ONLY.includes(k[0]));
-const R = { started: new Date().toISOString(), env: { SECS, INGEST_RATE, BACKLOG, RATE_LIMIT, RATE_SECS, SCALE_MAX, CHURN_SECS, CHURN_SAMPLE, EVENT_RETENTION, ONLY }, sections: {} };
+// '8a' is also selected by '8'; '10' and '11' are not selected by '1'
+const want = (k) => ONLY.length === 0 || ONLY.includes(k) || (/^\d+[a-z]$/.test(k) && ONLY.includes(k.slice(0, -1)));
+const R = { started: new Date().toISOString(), env: { SECS, INGEST_RATE, BACKLOG, RATE_LIMIT, RATE_SECS, SCALE_MAX, CHURN_SECS, CHURN_SAMPLE, EVENT_RETENTION, DAEMON_SECS, ONLY }, sections: {} };
 const log = (s) => console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${s}`);
 const round = (x, d = 0) => (x === null || x === undefined || Number.isNaN(x) ? null : Number(x.toFixed(d)));
 
@@ -65,7 +68,7 @@ const ev = (id, type = 'BENCH') => `jsonb_build_object('eventId', ${id}, 'eventT
       'payload', jsonb_build_object('n', 1, 'note', 'a benchmark event'), 'timestamp', '2026-11-21T10:00:00Z')`;
 
 // pgbench, asynchronous (the event loop keeps running: item 8 samples during it)
-function pgbench(pg, script, { clients = 1, seconds = SECS, rate = null, logPrefix = null } = {}) {
+function pgbench(pg, script, { clients = 1, seconds = SECS, rate = null, logPrefix = null, db = 'postgres' } = {}) {
   const threads = Math.min(clients, 2);
   const f = path.join(os.tmpdir(), `evpipe-bench-${process.pid}-${Math.random().toString(36).slice(2)}.sql`);
   fs.writeFileSync(f, script);
@@ -73,7 +76,7 @@ function pgbench(pg, script, { clients = 1, seconds = SECS, rate = null, logPref
     '-c', String(clients), '-j', String(threads), '-T', String(Math.round(seconds))];
   if (rate) args.push('-R', String(rate));
   if (logPrefix) args.push('-l', `--log-prefix=${logPrefix}`);
-  args.push('postgres');
+  args.push(db);
   return new Promise((resolve, reject) => {
     const child = spawn(PGBENCH, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: os.tmpdir() });
     let stdout = '';
@@ -679,6 +682,15 @@ function gnuplotAvailable() {
   return spawnSync('gnuplot', ['--version'], { encoding: 'utf8' }).status === 0;
 }
 
+// gnuplot: clustered bars of events/s, from 0 (items 4-5 and 10)
+const HISTOGRAM = `set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set boxwidth 0.9
+set ylabel 'events/s'
+set yrange [0:*]
+`;
+
 function plots() {
   const made = {};
   if (!gnuplotAvailable()) { R.plotsSkipped = 'gnuplot not installed'; return made; }
@@ -717,13 +729,7 @@ plot ${S3.runs.map((r, i) => `'lat${i}.dat' using 1:2 with lines lw 2 title '${r
   const S8 = R.sections['8a'];
   if (bars.length) {
     draw('delivery', { 'bars.dat': bars }, `set title 'Items 4 and 5: delivered events/s vs the target''s own capacity (same run)'
-set style data histograms
-set style histogram clustered gap 1
-set style fill solid 0.8 border -1
-set boxwidth 0.9
-set ylabel 'events/s'
-set yrange [0:*]
-set xtics noenhanced
+${HISTOGRAM}set xtics noenhanced
 set key top right
 plot 'bars.dat' using 2:xtic(1) title 'evpipe delivered/s' lc rgb '#1f77b4', '' using 3 title 'target capacity (wrk / SQS load client)' lc rgb '#aaaaaa', \
   '' using ($0-0.167):2:(sprintf('%d', $2)) with labels offset 0,0.7 notitle, '' using ($0+0.167):3:(sprintf('%d', $3)) with labels offset 0,0.7 notitle`);
@@ -773,6 +779,15 @@ set title 'delivered events/s'
 plot 'scale.dat' using 0:3:xtic(1) with linespoints lw 2 pt 5 lc rgb '#009e73', '' using 0:3:(sprintf('%d', $3)) with labels offset 0,1
 unset multiplot`);
   }
+  const S10 = R.sections['10'];
+  if (S10 && S10.httpMedian && S10.sqsMedian) {
+    const C = S10.configs;
+    draw('daemon', { 'd.dat': Object.keys(C).map((k) => [`"${C[k]}"`, S10.httpMedian[k], S10.sqsMedian[k]]) },
+      `set title 'Item 10: delivered events/s, evpiped vs the in-server workers (medians of ${S10.rounds} rounds, same run)'
+${HISTOGRAM}set key top right
+plot 'd.dat' using 2:xtic(1) title 'HTTP (count-sink)' lc rgb '#1f77b4', '' using 3 title 'SQS, batches of 10 (emulator)' lc rgb '#ff7f0e', \\
+  '' using ($0-0.167):2:(sprintf('%d', $2)) with labels offset 0,0.7 notitle, '' using ($0+0.167):3:(sprintf('%d', $3)) with labels offset 0,0.7 notitle`);
+  }
   fs.rmSync(tmp, { recursive: true, force: true });
   return made;
 }
@@ -793,7 +808,7 @@ function render(made) {
   L();
   L(`Generated by \`bench/run\` on ${R.started.slice(0, 19).replace('T', ' ')} UTC (${Math.round(R.totalSeconds / 60)} min).`);
   L('Every figure is a ratio or a percentile measured in this run on this machine; nothing fails on a number.');
-  L('Each group of items runs on a fresh cluster with the settings below (items 1-2, 3, 4-7, 8 scale, 8 churn).');
+  L('Each group of items runs on a fresh cluster with the settings below (items 1-2, 3, 4-7, 8 scale, 8 churn, 9, 10).');
   for (const m of R.merged || []) {
     L(`Item${m.items.length > 1 ? 's' : ''} ${m.items.join(', ')} come${m.items.length > 1 ? '' : 's'} from a separate run on the same machine, started ${m.started.slice(0, 19).replace('T', ' ')} UTC (${m.minutes} min), merged with \`BENCH_MERGE\`.`);
   }
@@ -804,7 +819,7 @@ function render(made) {
   L(`- PostgreSQL ${M.postgres || '?'}, node ${M.node || '?'}; the load generators (pgbench, wrk, node) run on the same cores`);
   if (M.settings) L(`- settings: ${Object.entries(M.settings).map(([k, v]) => `\`${k}\`=${v}`).join(', ')}; item 8 (scale) adds \`pg_stat_statements\` (track = all)`);
   L(`- load average (1 min) at the start of each item: ${Object.entries(S).map(([k, s]) => `${k}: ${s.load1}`).join(', ')} (other work on the machine shows here)`);
-  L(`- knobs: BENCH_SECONDS=${SECS}, BENCH_INGEST_RATE=${INGEST_RATE}, BENCH_BACKLOG=${BACKLOG}, BENCH_RATE_LIMIT=${RATE_LIMIT}, BENCH_RATE_SECONDS=${RATE_SECS}, BENCH_SCALE_MAX=${SCALE_MAX}, BENCH_CHURN_SECONDS=${CHURN_SECS}${EVENT_RETENTION !== undefined ? `, BENCH_EVENT_RETENTION=${EVENT_RETENTION}` : ''}${ONLY.length ? `, BENCH_ONLY=${ONLY.join(',')}` : ''}`);
+  L(`- knobs: BENCH_SECONDS=${SECS}, BENCH_INGEST_RATE=${INGEST_RATE}, BENCH_BACKLOG=${BACKLOG}, BENCH_RATE_LIMIT=${RATE_LIMIT}, BENCH_RATE_SECONDS=${RATE_SECS}, BENCH_SCALE_MAX=${SCALE_MAX}, BENCH_CHURN_SECONDS=${CHURN_SECS}${EVENT_RETENTION !== undefined ? `, BENCH_EVENT_RETENTION=${EVENT_RETENTION}` : ''}${S['10'] ? `, BENCH_DAEMON_SECONDS=${DAEMON_SECS}` : ''}${ONLY.length ? `, BENCH_ONLY=${ONLY.join(',')}` : ''}`);
   L();
   const took = (k) => (S[k] ? ` (${fmt(S[k].seconds)} s)` : '');
   const failed = (k) => {
@@ -1037,6 +1052,102 @@ function render(made) {
     L();
   }
 
+  if (S['10']) {
+    const s = S['10'];
+    L(`## 10. evpiped vs the in-server workers${took('10')}`);
+    L();
+    if (!failed('10')) {
+      const C = s.configs;
+      const cpu = (rs, k) => fmt(round(median(rs.map((r) => r[k])), 1));
+      const cell = (rs) => `**${fmt(round(median(rs.map((r) => r.rate))))}** (${rs.map((r) => fmt(r.rate)).join(', ')})`;
+      L('### 10a, 10b. Delivery throughput, same sinks, same run');
+      L();
+      L('| configuration | HTTP delivered/s: median (runs) | HTTP CPU ms per 1,000: engine, its sessions, machine | SQS delivered/s: median (runs) | SQS CPU ms per 1,000: engine, its sessions, machine |');
+      L('|---|---|---|---|---|');
+      for (const k of Object.keys(C)) {
+        L(`| ${C[k]} | ${cell(s.http[k])} | ${cpu(s.http[k], 'cpuEngine')}, ${k === 'server' ? '-' : cpu(s.http[k], 'cpuSessions')}, ${cpu(s.http[k], 'cpuMachine')} | ${cell(s.sqs[k])} | ${cpu(s.sqs[k], 'cpuEngine')}, ${k === 'server' ? '-' : cpu(s.sqs[k], 'cpuSessions')}, ${cpu(s.sqs[k], 'cpuMachine')} |`);
+      }
+      L();
+      L(`One cluster for the whole item; before each configuration the server restarts with \`evpipe.workers\` = 2 (in-server workers)`);
+      L('or 0 (no worker; 1 or 2 `evpiped run` processes connect as the login role `evpiped`, a member of `evpipe_worker` only,');
+      L(`with default flags), then ${fmt(D_WARM)} HTTP and ${fmt(D_WARM)} SQS events are drained uncounted. Each run ingests ${fmt(s.n)} events in one`);
+      L('transaction and times the drain from the commit to the last outbox row gone. HTTP goes to bench/count-sink.js, SQS (batches');
+      L(`of 10) through the SigV4 proxy to local-aws-sqs. ${s.rounds} rounds, the order of the three configurations rotating each round; the`);
+      L('table shows the median and every run in order. Server settings as above (' + s.settings.map((x) => `\`${x}\``).join(', ') + '); a destination\'s');
+      L('default `max_in_flight` is half of `evpipe.max_in_flight` per delivering process, so 2 workers and 2 daemons both keep up to 64');
+      L('requests in flight per destination, 1 daemon 32. CPU: user + system time from /proc over the drain, per 1,000 events: "engine"');
+      L('is the 2 worker processes or the evpiped processes, "its sessions" the server backends of the daemons (the workers run their SQL');
+      L('in-process), "machine" everything on the host (server, sink, emulator, this script). Everything shares the 2 cores.');
+      L(`Target: 2 evpiped deliver at least as fast as the in-server workers: HTTP ${s.httpRatio}x, SQS ${s.sqsRatio}x (1 evpiped: ${s.httpRatio1}x, ${s.sqsRatio1}x).`);
+      checks.push(['10a. HTTP delivery, 2 evpiped / in-server workers', `${s.httpRatio}x (${fmt(s.httpMedian.d2)} vs ${fmt(s.httpMedian.server)}/s)`, '>= 1x', s.httpRatio >= 1]);
+      checks.push(['10b. SQS delivery, 2 evpiped / in-server workers', `${s.sqsRatio}x (${fmt(s.sqsMedian.d2)} vs ${fmt(s.sqsMedian.server)}/s)`, '>= 1x', s.sqsRatio >= 1]);
+      if (made.daemon) { L(); L('![evpiped vs in-server workers](daemon.png)'); }
+      L();
+      L(`### 10c. Commit-to-arrival latency at ${s.latRate}/s`);
+      L();
+      L('| configuration | round | events | offered | p50 | p90 | p99 | max |');
+      L('|---|---|---|---|---|---|---|---|');
+      for (const k of Object.keys(s.lat)) {
+        s.lat[k].forEach((r, i) => L(`| ${C[k]} | ${i + 1} | ${fmt(r.n)} | ${fmt(r.offered)}/s | ${r.p50} ms | ${r.p90} ms | ${r.p99} ms | ${r.max} ms |`));
+      }
+      L();
+      L(`One node client ingests ${s.latRate} events/s for ${s.latSeconds} s (each call commits with fsync) to an HTTP destination on`);
+      L('test/peers/http-sink.js (it records each request\'s arrival; count-sink only counts); measured from the ingest call returning to');
+      L('the sink receiving the request. The in-server workers are woken through a latch at commit; the daemons by `NOTIFY evpipe_wake`');
+      L(`from the notifier (at most one per 2 ms). ${s.lat.server.length} rounds (in-server then 2 evpiped, then the other way round).`);
+      L('No target in the issue (item 6 asks p50 <= 5 ms, p99 <= 50 ms at ~1,000/s of the workers).');
+      checks.push(['10c. commit-to-arrival, 2 evpiped (median of rounds)', `p50 ${s.latMedian.d2.p50} ms, p99 ${s.latMedian.d2.p99} ms`, 'none (in-server: ' + `p50 ${s.latMedian.server.p50} ms, p99 ${s.latMedian.server.p99} ms)`, null]);
+      L();
+      L('### 10d. Ingest while delivering');
+      L();
+      L('| run | tps per round | mean tps | delivered during the run | pending at its end |');
+      L('|---|---|---|---|---|');
+      const IL = { paused: 'reference: destination paused (nothing delivered)', server: 'in-server workers deliver', d2: '2 evpiped deliver',
+        notify: 'reference: 2 evpiped, and a `pg_notify(\'evpipe_wake\', \'\')` in every ingest transaction' };
+      for (const k of Object.keys(IL)) {
+        const rs = s.ingest[k] || [];
+        L(`| ${IL[k]} | ${rs.map((r) => fmt(r.tps)).join(', ')} | ${fmt(s.ingestMean[k])} | ${rs.map((r) => fmt(r.deliveredDuring)).join(', ')} | ${rs.map((r) => fmt(r.pendingAtEnd)).join(', ')} |`);
+      }
+      L();
+      L(`pgbench, 2 clients, ${s.ingestSeconds} s per run, one \`SELECT evpipe.ingest(...)\` per transaction (item 1's script), while the events`);
+      L('are delivered to bench/count-sink.js; the NOTIFY reference adds `pg_notify(\'evpipe_wake\', \'\')` to the same statement, what');
+      L('producers would pay if they woke the daemons themselves (the notification queue\'s lock is held from before the commit');
+      L('to its end, so notifying commits do not overlap). Rounds: in-server then daemons, then the other way round.');
+      L(`Target: ingest with 2 evpiped >= 0.95x ingest with the in-server workers: ${s.ingestRatio}x. A NOTIFY in every ingest: ${s.notifyRatio}x the`);
+      L('ingest rate with the notifier (both with 2 evpiped).');
+      checks.push(['10d. ingest tps, 2 evpiped / in-server workers', `${s.ingestRatio}x (${fmt(s.ingestMean.d2)} vs ${fmt(s.ingestMean.server)})`, '>= 0.95x', s.ingestRatio >= 0.95]);
+      checks.push(['10d. ingest tps, NOTIFY per commit / the notifier (reference)', `${s.notifyRatio}x`, 'none', null]);
+      if (s.daemonErrors) { L(); L(`The evpiped logs have ${fmt(s.daemonErrors)} ERROR/FATAL lines.`); }
+    }
+    L();
+  }
+
+  if (S['11']) {
+    const s = S['11'];
+    L(`## 11. Managed install: ingest in PL/pgSQL${took('11')}`);
+    L();
+    if (s.error || !s.single) L(`Failed: ${s.error ? s.error.split('\n')[0] : 'no result'}.`);
+    else {
+      L('One event per transaction (pgbench, transactions per second, two rounds in alternating order):');
+      L();
+      L('| clients | bare INSERT | extension ingest | managed ingest | managed / extension | managed / bare |');
+      L('|---|---|---|---|---|---|');
+      for (const r of s.single) L(`| ${r.clients} | ${fmt(r.bare)} | ${fmt(r.extension)} | ${fmt(r.managed)} | ${r.managedVsExtension}x | ${r.managedVsBare}x |`);
+      L();
+      L('Batched, 2 clients (events per second):');
+      L();
+      L('| method | events/s |');
+      L('|---|---|');
+      for (const b of s.batched) L(`| ${b.method} | ${fmt(b.eps)} |`);
+      L();
+      L('The same schema and routing (one paused destination) in two databases of one cluster: `postgres` with the');
+      L('extension, `managed` installed by `evpiped migrate`. Target: managed ingest >= 0.5x the extension\'s.');
+      for (const r of s.single) checks.push([`11. managed / extension ingest, ${r.clients} client${r.clients > 1 ? 's' : ''}`, `${r.managedVsExtension}x`, '>= 0.5x', r.managedVsExtension >= 0.5]);
+      checks.push(['11. managed / extension ingest_batch', `${s.batchedVsExtension}x`, '>= 0.5x', s.batchedVsExtension >= 0.5]);
+    }
+    L();
+  }
+
   L('## Targets (mechanical)');
   L();
   L('| item | measured | target | met |');
@@ -1111,10 +1222,313 @@ async function orderingItem() {
   }
 }
 
+
+// ---------------------------------------------------------------- 11
+// Item 11 (issue #15): ingest in the managed install (PL/pgSQL twins, installed
+// by evpiped migrate into a second database of the same cluster) against the
+// extension's ingest and a bare INSERT, same schema, same run, rounds alternating.
+async function managedItem() {
+  if (!want('11')) return;
+  const pg = await cluster();
+  try {
+    await describe(pg);
+    await section('11', 'Managed install: ingest in PL/pgSQL vs the extension vs a bare INSERT', async (S) => {
+      const { runEvpiped } = require('../test/e2e/lib/daemon');
+      await pg.query('CREATE ROLE owner LOGIN CREATEROLE');
+      await pg.query('CREATE DATABASE managed OWNER owner');
+      const r = runEvpiped(['migrate', '--dsn', `host=127.0.0.1 port=${pg.port} dbname=managed user=owner`], { timeoutMs: 120000 });
+      if (r.status !== 0) throw new Error(`evpiped migrate: ${r.stderr}`);
+      const { Client } = require('../test/peers/node_modules/pg');
+      const m = new Client({ host: '127.0.0.1', port: pg.port, user: 'postgres', database: 'managed' });
+      await m.connect();
+      const setup = [`SELECT evpipe.register_event_type('BENCH', '{"type": "object", "required": ["n"],
+        "properties": {"n": {"type": "integer"}, "note": {"type": "string", "maxLength": 200}}}')`,
+        `SELECT evpipe.create_destination('bench-off', 'http', '{"url": "http://127.0.0.1:9/"}')`,
+        "SELECT evpipe.pause_destination('bench-off')",
+        "SELECT evpipe.add_route('BENCH', 'bench-off')"];
+      for (const sql of setup) {
+        await pg.query(sql);
+        await m.query(sql);
+      }
+      await m.end();
+      await pg.query('CREATE TABLE bare (event_id text PRIMARY KEY, event jsonb NOT NULL)');
+      const one = { bare: ['postgres', `INSERT INTO bare VALUES (gen_random_uuid()::text, ${ev("'x'")});`],
+        extension: ['postgres', `SELECT evpipe.ingest(${ev('gen_random_uuid()::text')});`],
+        managed: ['managed', `SELECT evpipe.ingest(${ev('gen_random_uuid()::text')});`] };
+      S.single = [];
+      for (const c of [1, 2]) {
+        const row = { clients: c, bare: 0, extension: 0, managed: 0 };
+        // two rounds, the second in the opposite order; tps summed
+        for (const order of [['bare', 'extension', 'managed'], ['managed', 'extension', 'bare']]) {
+          for (const k of order) row[k] += (await pgbench(pg, one[k][1], { clients: c, db: one[k][0] })).tps / 2;
+        }
+        for (const k of ['bare', 'extension', 'managed']) row[k] = round(row[k]);
+        row.managedVsExtension = round(row.managed / row.extension, 2);
+        row.managedVsBare = round(row.managed / row.bare, 2);
+        S.single.push(row);
+        log(`   ${JSON.stringify(row)}`);
+      }
+      const arr = `(SELECT jsonb_agg(${ev('gen_random_uuid()::text')}) FROM generate_series(1, 1000) g)`;
+      const batch = async (db, sql) => round((await pgbench(pg, sql, { clients: 2, db })).tps * 1000);
+      S.batched = [
+        { method: 'bare INSERT ... SELECT of 1,000 rows', key: 'bare',
+          eps: await batch('postgres', `INSERT INTO bare SELECT gen_random_uuid()::text, ${ev("'x'")} FROM generate_series(1, 1000) g;`) },
+        { method: 'extension: ingest_batch of 1,000', key: 'extension', eps: await batch('postgres', `SELECT jsonb_array_length(evpipe.ingest_batch(${arr}));`) },
+        { method: 'managed: ingest_batch of 1,000', key: 'managed', eps: await batch('managed', `SELECT jsonb_array_length(evpipe.ingest_batch(${arr}));`) },
+        { method: 'extension: 1,000 ingest calls in one statement', key: 'extension_calls',
+          eps: await batch('postgres', `SELECT count(evpipe.ingest(${ev('gen_random_uuid()::text')})) FROM generate_series(1, 1000) g;`) },
+        { method: 'managed: 1,000 ingest calls in one statement', key: 'managed_calls',
+          eps: await batch('managed', `SELECT count(evpipe.ingest(${ev('gen_random_uuid()::text')})) FROM generate_series(1, 1000) g;`) },
+      ];
+      const eps = Object.fromEntries(S.batched.map((x) => [x.key, x.eps]));
+      S.batchedVsExtension = round(eps.managed / eps.extension, 2);
+      S.callsVsExtension = round(eps.managed_calls / eps.extension_calls, 2);
+      for (const x of S.batched) log(`   ${x.method}: ${x.eps} events/s`);
+    });
+  } finally {
+    await pg.stop();
+  }
+}
+
+// ---------------------------------------------------------------- 10
+// Item 10 (issue #14): evpiped against the in-server workers, in one run on one
+// cluster, to the same sinks. Between configurations the server restarts:
+// evpipe.workers = 2 (the in-server workers) or 0 (no worker; 1 or 2 evpiped
+// processes as the login role evpiped, a member of evpipe_worker only).
+const D_N = HTTP_N;         // events per throughput run (10a, 10b)
+const D_WARM = 2000;        // events drained after each switch, not counted
+const D_ROUNDS = 3;         // throughput rounds (10a, 10b), the order of the configurations rotating
+const D_LAT_RATE = 200;     // commit-to-arrival (10c): events/s ...
+const D_LAT_SECS = 20;      // ... for this long
+const D_INGEST_ROUNDS = 2;  // rounds of 10c/10d, the second in the opposite order
+const D_CONFIGS = { server: 'in-server workers (2)', d1: '1 evpiped', d2: '2 evpiped' };
+
+// user and system CPU seconds of some processes (/proc/PID/stat), and of the whole machine (/proc/stat)
+const CLK_TCK = 100;
+function procCpu(pids) {
+  let t = 0;
+  for (const pid of pids) {
+    try {
+      const st = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+      t += (Number(f[11]) + Number(f[12])) / CLK_TCK;   // utime, stime (fields 14, 15)
+    } catch (e) { /* gone */ }
+  }
+  return t;
+}
+function machineCpu() {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  return (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / CLK_TCK;   // user nice system irq softirq steal
+}
+const median = (a) => { const s = [...a].sort((x, y) => x - y); return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : null; };
+const mean = (a) => (a.length ? a.reduce((x, y) => x + y, 0) / a.length : null);
+
+async function daemonItem() {
+  if (!want('10')) return;
+  // host: 'server' whatever EVPIPE_E2E_HOST says: this item switches hosts itself
+  const pg = await startCluster({ fsync: true, host: 'server', config: { ...BASE_CONFIG } });
+  const sink = await startBenchPeer('count-sink.js');
+  const lsink = await startPeer('http-sink');
+  let sqs = null;
+  let mode = 'server';
+  const deliverers = async () => {
+    // the delivering processes: the workers, or each evpiped and its server session
+    if (mode === 'server') {
+      const w = (await pg.query("SELECT pid FROM pg_stat_activity WHERE backend_type = 'evpipe delivery worker'")).map((r) => r.pid);
+      return { engine: w, sessions: [] };
+    }
+    const b = (await pg.query("SELECT pid FROM pg_stat_activity WHERE application_name = 'evpiped'")).map((r) => r.pid);
+    return { engine: pg.daemons.map((d) => d.pid), sessions: b };
+  };
+  // restart the server for a configuration: 'server' (2 workers), 'd1' or 'd2' (evpiped)
+  const configure = async (cfg) => {
+    for (const d of pg.daemons) await d.stop();
+    pg.daemons.length = 0;
+    await pg.query(cfg === 'server' ? 'ALTER SYSTEM RESET "evpipe.workers"' : 'ALTER SYSTEM SET "evpipe.workers" = 0');
+    await pg.restart();
+    await pg.waitFor('SELECT 1 AS ok', (r) => r.length === 1, 30000);
+    mode = cfg === 'server' ? 'server' : 'daemon';
+    const workers = async () => (await pg.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'evpipe delivery worker'"))[0].n;
+    if (cfg === 'server') {
+      await pg.waitFor("SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'evpipe delivery worker'", (r) => r[0].n === 2, 30000);
+    } else {
+      for (let i = 0; i < (cfg === 'd1' ? 1 : 2); i++) await pg.startDaemon();
+      await pg.waitFor("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'evpiped'",
+        (r) => r[0].n === pg.daemons.length, 30000);
+      // the notifier wakes the daemons; it starts with the server
+      await pg.waitFor("SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'evpipe notifier'", (r) => r[0].n === 1, 30000);
+      const w = await workers();
+      if (w !== 0) throw new Error(`evpipe.workers = 0, yet ${w} delivery workers run`);
+    }
+    await sleep(500);
+  };
+  let seq = 0;
+  // ingest n events of a type in one transaction, then time the drain of its destination
+  const drainRun = async (type, dest, n, counted = true) => {
+    const prefix = `${dest}-${++seq}`;
+    await sink.control('POST', '/_reset');
+    await ingestMany(pg, type, prefix, n);
+    const p = await deliverers();
+    const c0 = { engine: procCpu(p.engine), sessions: procCpu(p.sessions), machine: machineCpu() };
+    const d = await drain(pg, dest, 300000);
+    const p2 = await deliverers();
+    const c1 = { engine: procCpu(p2.engine), sessions: procCpu(p2.sessions), machine: machineCpu() };
+    if (!counted) return null;
+    const got = (await pg.query('SELECT count(*)::int AS n FROM evpipe.delivered WHERE destination = $1 AND event_id LIKE $2',
+      [dest, `${prefix}-%`]))[0].n;
+    const dead = (await pg.query('SELECT count(*)::int AS n FROM evpipe.dead_letters WHERE destination = $1 AND event_id LIKE $2',
+      [dest, `${prefix}-%`]))[0].n;
+    const per1k = (x) => round((x / got) * 1000 * 1000, 1);   // CPU ms per 1,000 events
+    const r = {
+      n, delivered: got, dead, seconds: round(d.seconds, 2), timedOut: d.timedOut, rate: round(got / d.seconds),
+      cpuEngine: per1k(c1.engine - c0.engine), cpuSessions: per1k(c1.sessions - c0.sessions), cpuMachine: per1k(c1.machine - c0.machine),
+    };
+    if (type === 'BENCH_DH') {
+      const s = await sink.control('GET', '/_count?path=/h');
+      r.sinkCount = s.count;
+      r.sinkRate = s.count > 1 ? round((s.count - 1) / ((s.last - s.first) / 1000)) : null;
+    }
+    return r;
+  };
+  try {
+    await describe(pg);
+    await section('10', 'evpiped vs the in-server workers (HTTP, SQS, latency, ingest)', async (S) => {
+      S.n = D_N;
+      S.rounds = D_ROUNDS;
+      S.configs = D_CONFIGS;
+      await pg.query('CREATE ROLE evpiped LOGIN; GRANT evpipe_worker TO evpiped');
+      sqs = await startPeer('sqs', ['--credentials', `${SQS_AKID}:${SQS_SECRET}`]);
+      const { SQSClient, CreateQueueCommand } = require('../test/peers/node_modules/@aws-sdk/client-sqs');
+      const client = new SQSClient({ region: 'us-east-1', endpoint: sqs.url, credentials: { accessKeyId: SQS_AKID, secretAccessKey: SQS_SECRET } });
+      await client.send(new CreateQueueCommand({ QueueName: 'bench-daemon' }));
+      client.destroy();
+      for (const t of ['BENCH_DH', 'BENCH_DS', 'BENCH_DL', 'BENCH_DI']) await pg.query(`SELECT evpipe.register_event_type('${t}', '{"type": "object"}')`);
+      await pg.query('SELECT evpipe.create_destination($1, $2, $3::jsonb)', ['d-http', 'http', JSON.stringify({ url: `${sink.url}/h` })]);
+      await pg.query('SELECT evpipe.create_destination($1, $2, $3::jsonb)', ['d-sqs', 'sqs', JSON.stringify({
+        queue_url: `${sqs.url}/123456789012/bench-daemon`, region: 'us-east-1', endpoint_url: sqs.url,
+        access_key_id: SQS_AKID, secret_access_key: SQS_SECRET,
+      })]);
+      await pg.query('SELECT evpipe.create_destination($1, $2, $3::jsonb)', ['d-lat', 'http', JSON.stringify({ url: `${lsink.url}/l` })]);
+      await pg.query('SELECT evpipe.create_destination($1, $2, $3::jsonb)', ['d-ingest', 'http', JSON.stringify({ url: `${sink.url}/i` })]);
+      await pg.query("SELECT evpipe.add_route('BENCH_DH', 'd-http')");
+      await pg.query("SELECT evpipe.add_route('BENCH_DS', 'd-sqs')");
+      await pg.query("SELECT evpipe.add_route('BENCH_DL', 'd-lat')");
+      await pg.query("SELECT evpipe.add_route('BENCH_DI', 'd-ingest')");
+      S.settings = (await pg.query(`SELECT name, setting FROM pg_settings WHERE name IN
+        ('evpipe.max_in_flight', 'evpipe.batch_size', 'evpipe.tick_ms') ORDER BY name`)).map((r) => `${r.name}=${r.setting}`);
+
+      // 10a, 10b: throughput, D_ROUNDS rounds, the configurations in rotating order
+      const order = Object.keys(D_CONFIGS);
+      S.http = Object.fromEntries(order.map((k) => [k, []]));
+      S.sqs = Object.fromEntries(order.map((k) => [k, []]));
+      S.switches = [];
+      for (let rnd = 0; rnd < D_ROUNDS; rnd++) {
+        for (let i = 0; i < order.length; i++) {
+          const cfg = order[(i + rnd) % order.length];
+          const t0 = performance.now();
+          await configure(cfg);
+          await drainRun('BENCH_DH', 'd-http', D_WARM, false);
+          await drainRun('BENCH_DS', 'd-sqs', D_WARM, false);
+          S.switches.push(round((performance.now() - t0) / 1000, 1));
+          const h = await drainRun('BENCH_DH', 'd-http', D_N);
+          const q = await drainRun('BENCH_DS', 'd-sqs', D_N);
+          S.http[cfg].push(h);
+          S.sqs[cfg].push(q);
+          log(`   round ${rnd + 1} ${D_CONFIGS[cfg]}: HTTP ${h.rate}/s (CPU ms/1k: engine ${h.cpuEngine}, its sessions ${h.cpuSessions}, machine ${h.cpuMachine}), SQS ${q.rate}/s (${q.cpuEngine}, ${q.cpuSessions}, ${q.cpuMachine})`);
+        }
+      }
+      for (const kind of ['http', 'sqs']) {
+        S[`${kind}Median`] = Object.fromEntries(order.map((k) => [k, median(S[kind][k].map((r) => r.rate))]));
+        S[`${kind}Ratio`] = round(S[`${kind}Median`].d2 / S[`${kind}Median`].server, 2);
+        S[`${kind}Ratio1`] = round(S[`${kind}Median`].d1 / S[`${kind}Median`].server, 2);
+      }
+      log(`   HTTP medians ${JSON.stringify(S.httpMedian)} (2 evpiped / in-server ${S.httpRatio}); SQS medians ${JSON.stringify(S.sqsMedian)} (${S.sqsRatio})`);
+
+      // 10c, 10d: in-server workers and 2 evpiped, D_INGEST_ROUNDS rounds (server, d2, then d2, server)
+      S.latRate = D_LAT_RATE;
+      S.latSeconds = D_LAT_SECS;
+      S.ingestSeconds = DAEMON_SECS;
+      S.lat = { server: [], d2: [] };
+      S.ingest = { paused: [], server: [], d2: [], notify: [] };
+      const ingestSql = `SELECT evpipe.ingest(${ev('gen_random_uuid()::text', 'BENCH_DI')});`;
+      const notifySql = `SELECT evpipe.ingest(${ev('gen_random_uuid()::text', 'BENCH_DI')}), pg_notify('evpipe_wake', '');`;
+      const ingestRun = async (key, sql) => {
+        await sink.control('POST', '/_reset');
+        const r = await pgbench(pg, sql, { clients: 2, seconds: DAEMON_SECS });
+        const c = await sink.control('GET', '/_count?path=/i');
+        const pending = (await pg.query("SELECT count(*)::int AS n FROM evpipe.outbox WHERE destination = 'd-ingest'"))[0].n;
+        // a paused destination keeps its rows: drained after the resume
+        const d = key === 'paused' ? { seconds: null } : await drain(pg, 'd-ingest', 300000);
+        const out = { tps: round(r.tps), failed: r.failed, deliveredDuring: c.count, pendingAtEnd: pending, drainSeconds: round(d.seconds, 1) };
+        S.ingest[key].push(out);
+        log(`   ingest, ${key}: ${out.tps} tps (2 clients), ${out.deliveredDuring} delivered meanwhile, ${out.pendingAtEnd} pending at the end`);
+      };
+      const latRun = async (key) => {
+        await lsink.control('POST', '/_control/reset');
+        const total = D_LAT_RATE * D_LAT_SECS;
+        const cl = await pg.client();
+        const commits = new Map();
+        const start = performance.now();
+        const gap = 1000 / D_LAT_RATE;
+        for (let i = 0; i < total; i++) {
+          const wait = start + i * gap - performance.now();
+          if (wait > 1) await sleep(wait);
+          const id = `lat-${key}-${++seq}`;
+          await cl.query(`SELECT evpipe.ingest(jsonb_build_object('eventId', $1::text, 'eventType', 'BENCH_DL',
+            'source', 'bench', 'payload', '{}'::jsonb, 'timestamp', '2026-11-21T10:00:00Z'))`, [id]);
+          commits.set(id, performance.timeOrigin + performance.now());
+        }
+        await cl.end();
+        const offered = total / ((performance.now() - start) / 1000);
+        await drain(pg, 'd-lat', 120000);
+        const got = await lsink.control('GET', '/_control/requests?path=/l');
+        const lat = sortNum(got.filter((r) => commits.has(r.headers['idempotency-key']))
+          .map((r) => r.receivedAt - commits.get(r.headers['idempotency-key'])));
+        const out = {
+          offered: round(offered), n: lat.length, p50: round(pct(lat, 0.5), 1), p90: round(pct(lat, 0.9), 1),
+          p99: round(pct(lat, 0.99), 1), max: round(lat[lat.length - 1], 1),
+        };
+        S.lat[key].push(out);
+        log(`   commit-to-arrival, ${key}: ${out.offered}/s offered, p50 ${out.p50} p90 ${out.p90} p99 ${out.p99} max ${out.max} ms (${out.n} events)`);
+      };
+      for (let rnd = 0; rnd < D_INGEST_ROUNDS; rnd++) {
+        for (const cfg of rnd % 2 ? ['d2', 'server'] : ['server', 'd2']) {
+          await configure(cfg);
+          await drainRun('BENCH_DI', 'd-ingest', D_WARM, false);
+          await drainRun('BENCH_DL', 'd-lat', D_WARM, false);
+          await latRun(cfg);
+          if (cfg === 'server') {
+            // reference: ingest alone (the destination paused, nothing delivered)
+            await pg.query("SELECT evpipe.pause_destination('d-ingest')");
+            await ingestRun('paused', ingestSql);
+            await pg.query("SELECT evpipe.resume_destination('d-ingest')");
+            await drain(pg, 'd-ingest', 300000);
+            await ingestRun('server', ingestSql);
+          } else {
+            const runs = [['d2', ingestSql], ['notify', notifySql]];
+            for (const [key, sql] of rnd % 2 ? runs.reverse() : runs) await ingestRun(key, sql);
+          }
+        }
+      }
+      S.latMedian = Object.fromEntries(Object.entries(S.lat).map(([k, v]) => [k, Object.fromEntries(['p50', 'p90', 'p99', 'max'].map((q) => [q, median(v.map((x) => x[q]))]))]));
+      S.ingestMean = Object.fromEntries(Object.entries(S.ingest).map(([k, v]) => [k, round(mean(v.map((x) => x.tps)))]));
+      S.ingestRatio = round(S.ingestMean.d2 / S.ingestMean.server, 3);
+      S.notifyRatio = round(S.ingestMean.notify / S.ingestMean.d2, 3);
+      log(`   ingest means ${JSON.stringify(S.ingestMean)}: 2 evpiped / in-server ${S.ingestRatio}, NOTIFY per commit / notifier ${S.notifyRatio}`);
+      S.daemonErrors = pg.allDaemons.reduce((a, d) => a + d.lines(/ERROR|FATAL|PANIC/).length, 0);
+    });
+  } finally {
+    await sink.stop();
+    await lsink.stop();
+    if (sqs) await sqs.stop();
+    await pg.stop();
+  }
+}
+
 // BENCH_MERGE=DIR: the items measured in DIR's run (say, the hour of churn run on its
 // own) replace those of this page's run; the page says which items came from which run.
 const KNOBS = { 3: ['BACKLOG', 'INGEST_RATE'], 7: ['RATE_LIMIT', 'RATE_SECS'], '8a': ['SCALE_MAX'],
-  '8b': ['INGEST_RATE', 'CHURN_SECS', 'CHURN_SAMPLE', 'EVENT_RETENTION'] };
+  '8b': ['INGEST_RATE', 'CHURN_SECS', 'CHURN_SAMPLE', 'EVENT_RETENTION'], 10: ['DAEMON_SECS'] };
 function merge(dir) {
   const other = JSON.parse(fs.readFileSync(path.join(path.resolve(dir), 'results.json'), 'utf8'));
   const keys = Object.keys(other.sections);
@@ -1145,6 +1559,7 @@ async function main() {
     Object.assign(R, JSON.parse(fs.readFileSync(path.join(OUT, 'results.json'), 'utf8')));
     if (process.env.BENCH_MERGE) merge(process.env.BENCH_MERGE);
     ({ SECS, INGEST_RATE, BACKLOG, RATE_LIMIT, RATE_SECS, SCALE_MAX, CHURN_SECS, CHURN_SAMPLE, EVENT_RETENTION, ONLY } = R.env);
+    DAEMON_SECS = R.env.DAEMON_SECS ?? DAEMON_SECS;   // pages written before item 10 lack it
     fs.writeFileSync(path.join(OUT, 'results.md'), render(plots()));
     if (process.env.BENCH_MERGE) fs.writeFileSync(path.join(OUT, 'results.json'), JSON.stringify(R) + '\n');
     return;
@@ -1155,6 +1570,8 @@ async function main() {
   await scaleItem();
   await churnItem();
   await orderingItem();
+  await daemonItem();
+  await managedItem();
   R.totalSeconds = (performance.now() - t0) / 1000;
   const made = plots();
   fs.writeFileSync(path.join(OUT, 'results.md'), render(made));
