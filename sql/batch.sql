@@ -49,6 +49,20 @@ SELECT try_batch(jsonb_build_array(
 	ev('b-8', 'ACCOUNT_UPDATED', '{"accountId": "a8"}'),
 	ev('b-1', 'ACCOUNT_UPDATED', '{"accountId": "other"}')));
 SELECT count(*) AS written FROM evpipe.events WHERE event_id IN ('b-7', 'b-8');
+-- events are checked in order: a refused event ahead of a reused eventId is
+-- what the answer names, and a reused eventId ahead of a refused event
+SELECT try_batch(jsonb_build_array(
+	ev('b-15', 'ACCOUNT_UPDATED', '{"accountId": "a"}'),
+	ev('b-16', 'ACCOUNT_UPDATED', '{"accountId": 16}'),
+	ev('b-15', 'ACCOUNT_UPDATED', '{"accountId": "other"}')));
+SELECT try_batch(jsonb_build_array(
+	ev('b-15', 'ACCOUNT_UPDATED', '{"accountId": "a"}'),
+	ev('b-15', 'ACCOUNT_UPDATED', '{"accountId": "other"}'),
+	ev('b-16', 'ACCOUNT_UPDATED', '{"accountId": 16}')));
+-- every event written without a traceparent got one of its own
+SELECT count(DISTINCT traceparent) = count(*) AS own_traceparents,
+	bool_and(traceparent ~ '^00-[0-9a-f]{32}-[0-9a-f]{16}-01$') AS w3c
+FROM evpipe.events WHERE event_id LIKE 'b-%';
 
 -- the argument itself
 SELECT try_batch(NULL);

@@ -14,7 +14,7 @@
 -- batch_conflict(): 23505 for an event of a batch whose id names other content.
 CREATE OR REPLACE FUNCTION evpipe._ingest_batch_conflict(batch_index integer, event_id text, other text)
 RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
 	RAISE EXCEPTION 'event "%" already exists with different content', event_id
@@ -31,7 +31,7 @@ COMMENT ON FUNCTION evpipe._ingest_batch_conflict(integer, text, text) IS
 -- first occurrence's (a conflict), if any.
 CREATE OR REPLACE FUNCTION evpipe._ingest_batch_repeats(ids text[], envs jsonb[],
 	OUT firsts integer[], OUT conflict integer, OUT conflict_first integer)
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql IMMUTABLE
 AS $$
 BEGIN
 	SELECT coalesce(array_agg(CASE WHEN s.ord = s.first_ord THEN -1 ELSE s.first_ord::integer - 1 END ORDER BY s.ord), '{}'),
@@ -58,7 +58,7 @@ COMMENT ON FUNCTION evpipe._ingest_batch_repeats(text[], jsonb[]) IS
 CREATE OR REPLACE FUNCTION evpipe._ingest_batch_existing(ids text[], envs jsonb[], firsts integer[],
 	after_write boolean, INOUT statuses text[], INOUT dests jsonb[],
 	types text[], sources text[], prios text[])
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
 	open_ids text[];
@@ -132,56 +132,36 @@ CREATE OR REPLACE FUNCTION evpipe._ingest_batch_insert(ids text[], envs jsonb[],
 	INOUT statuses text[], dests jsonb[], paths jsonb[], types text[], versions integer[],
 	sources text[], times timestamptz[], corrs text[], prios text[], traces text[],
 	caller name, on_conflict boolean)
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
-	b_ids text[];
-	b_types text[];
-	b_versions integer[];
-	b_sources text[];
-	b_times timestamptz[];
-	b_corrs text[];
-	b_prios text[];
-	b_traces text[];
-	b_envs jsonb[];
-	o_ids text[];
-	o_dests text[];
-	o_keys text[];
 	written text[];
+	nwritten bigint;
 BEGIN
-	SELECT array_agg(u.id ORDER BY u.ord), array_agg(types[u.ord] ORDER BY u.ord),
-		array_agg(versions[u.ord] ORDER BY u.ord), array_agg(sources[u.ord] ORDER BY u.ord),
-		array_agg(times[u.ord] ORDER BY u.ord), array_agg(corrs[u.ord] ORDER BY u.ord),
-		array_agg(prios[u.ord] ORDER BY u.ord), array_agg(traces[u.ord] ORDER BY u.ord),
-		array_agg(u.env ORDER BY u.ord)
-	INTO b_ids, b_types, b_versions, b_sources, b_times, b_corrs, b_prios, b_traces, b_envs
-	FROM unnest(ids, envs, firsts, statuses, dests) WITH ORDINALITY AS u(id, env, f, st, d, ord)
-	WHERE u.f < 0 AND u.st IS NULL AND u.d <> '[]';
-	IF b_ids IS NULL THEN
+	IF NOT EXISTS (SELECT 1 FROM unnest(firsts, statuses, dests) AS u(f, st, d)
+			WHERE u.f < 0 AND u.st IS NULL AND u.d <> '[]') THEN
 		RETURN;
 	END IF;
-	SELECT array_agg(u.id ORDER BY u.ord, x.n), array_agg(x.dest ORDER BY u.ord, x.n),
-		array_agg(CASE WHEN x.path IS NULL THEN NULL ELSE evpipe._ingest_ordering_key(u.env, x.path) END
-			ORDER BY u.ord, x.n)
-	INTO o_ids, o_dests, o_keys
-	FROM unnest(ids, envs, firsts, statuses, dests, paths) WITH ORDINALITY AS u(id, env, f, st, d, p, ord),
-		ROWS FROM (jsonb_array_elements_text(u.d), jsonb_array_elements_text(coalesce(u.p, '[]')))
-			WITH ORDINALITY AS x(dest, path, n)
-	WHERE u.f < 0 AND u.st IS NULL AND u.d <> '[]';
-
+	-- the arrays are read with unnest, never subscripted (an element of an
+	-- array of texts is found by walking the ones before it)
 	IF on_conflict THEN
 		WITH e AS (
 			INSERT INTO evpipe.events AS ev (event_id, event_type, schema_version, source,
 				event_time, correlation_id, priority, traceparent, event, ingested_by)
-			SELECT v.*, caller FROM ROWS FROM (unnest(b_ids), unnest(b_types), unnest(b_versions),
-				unnest(b_sources), unnest(b_times), unnest(b_corrs), unnest(b_prios),
-				unnest(b_traces), unnest(b_envs)) AS v
+			SELECT u.id, u.t, u.v, u.s, u.ts, u.c, u.p, u.tr, u.env, caller
+			FROM unnest(ids, types, versions, sources, times, corrs, prios, traces, envs, firsts, statuses, dests)
+				WITH ORDINALITY AS u(id, t, v, s, ts, c, p, tr, env, f, st, d, ord)
+			WHERE u.f < 0 AND u.st IS NULL AND u.d <> '[]'
+			ORDER BY u.ord
 			ON CONFLICT ON CONSTRAINT events_pkey DO NOTHING RETURNING ev.event_id),
 		o AS (
 			INSERT INTO evpipe.outbox (event_id, destination, ordering_key)
-			SELECT d.event_id, d.destination, d.k
-			FROM ROWS FROM (unnest(o_ids), unnest(o_dests), unnest(o_keys)) WITH ORDINALITY AS d(event_id, destination, k, n)
-			WHERE d.event_id IN (SELECT e.event_id FROM e) ORDER BY d.n
+			SELECT u.id, x.dest, CASE WHEN x.path IS NULL THEN NULL ELSE evpipe._ingest_ordering_key(u.env, x.path) END
+			FROM unnest(ids, envs, firsts, statuses, dests, paths) WITH ORDINALITY AS u(id, env, f, st, d, pa, ord),
+				ROWS FROM (jsonb_array_elements_text(u.d), jsonb_array_elements_text(coalesce(u.pa, '[]')))
+					WITH ORDINALITY AS x(dest, path, n)
+			WHERE u.f < 0 AND u.st IS NULL AND u.d <> '[]' AND u.id IN (SELECT e.event_id FROM e)
+			ORDER BY u.ord, x.n
 			RETURNING 1)
 		SELECT array_agg(e.event_id) INTO written FROM e;
 		-- mark what was written
@@ -194,17 +174,22 @@ BEGIN
 		WITH e AS (
 			INSERT INTO evpipe.events AS ev (event_id, event_type, schema_version, source,
 				event_time, correlation_id, priority, traceparent, event, ingested_by)
-			SELECT v.*, caller FROM ROWS FROM (unnest(b_ids), unnest(b_types), unnest(b_versions),
-				unnest(b_sources), unnest(b_times), unnest(b_corrs), unnest(b_prios),
-				unnest(b_traces), unnest(b_envs)) AS v
-			RETURNING ev.event_id),
+			SELECT u.id, u.t, u.v, u.s, u.ts, u.c, u.p, u.tr, u.env, caller
+			FROM unnest(ids, types, versions, sources, times, corrs, prios, traces, envs, firsts, statuses, dests)
+				WITH ORDINALITY AS u(id, t, v, s, ts, c, p, tr, env, f, st, d, ord)
+			WHERE u.f < 0 AND u.st IS NULL AND u.d <> '[]'
+			ORDER BY u.ord
+			RETURNING 1),
 		o AS (
 			INSERT INTO evpipe.outbox (event_id, destination, ordering_key)
-			SELECT d.event_id, d.destination, d.k
-			FROM ROWS FROM (unnest(o_ids), unnest(o_dests), unnest(o_keys)) WITH ORDINALITY AS d(event_id, destination, k, n)
-			ORDER BY d.n
+			SELECT u.id, x.dest, CASE WHEN x.path IS NULL THEN NULL ELSE evpipe._ingest_ordering_key(u.env, x.path) END
+			FROM unnest(ids, envs, firsts, statuses, dests, paths) WITH ORDINALITY AS u(id, env, f, st, d, pa, ord),
+				ROWS FROM (jsonb_array_elements_text(u.d), jsonb_array_elements_text(coalesce(u.pa, '[]')))
+					WITH ORDINALITY AS x(dest, path, n)
+			WHERE u.f < 0 AND u.st IS NULL AND u.d <> '[]'
+			ORDER BY u.ord, x.n
 			RETURNING 1)
-		SELECT array_agg(e.event_id) INTO written FROM e;
+		SELECT count(*) INTO nwritten FROM e;
 		-- every open event with destinations was written
 		SELECT array_agg(CASE WHEN u.f < 0 AND u.st IS NULL AND u.d <> '[]' THEN 'accepted' ELSE u.st END ORDER BY u.ord)
 		INTO statuses
@@ -214,6 +199,65 @@ END
 $$;
 COMMENT ON FUNCTION evpipe._ingest_batch_insert(text[], jsonb[], integer[], text[], jsonb[], jsonb[], text[], integer[], text[], timestamptz[], text[], text[], text[], name, boolean) IS
 	'Internal: write the open events of a batch and their outbox rows in one statement; marks the written accepted';
+
+-- The common batch, checked and routed set-based: no source argument, every
+-- event the common one (evpipe._ingest_common) and within
+-- evpipe.max_event_bytes at a glance, of registered, enabled types and of
+-- sources that are neither bound to roles nor limited, and every payload
+-- valid. The configuration is read once per type and source of the batch;
+-- the outcome is what evpipe._ingest_prepare gives for each event. ok is
+-- false for any other batch, which then takes evpipe._ingest_prepare event
+-- by event, for the C's first error in the C's order; nothing is written
+-- here either way.
+CREATE OR REPLACE FUNCTION evpipe._ingest_batch_prepare(events jsonb,
+	OUT ok boolean, OUT ids text[], OUT envs jsonb[], OUT dests jsonb[], OUT paths jsonb[],
+	OUT types text[], OUT versions integer[], OUT sources text[], OUT times timestamptz[],
+	OUT traces text[])
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	max_bytes integer := CASE WHEN coalesce(current_setting('evpipe.max_event_bytes', true), '') = '' THEN 262144
+		ELSE evpipe._ingest_setting('evpipe.max_event_bytes', 262144) END;
+	max_depth integer := CASE WHEN coalesce(current_setting('evpipe.max_depth', true), '') = '' THEN 64
+		ELSE evpipe._ingest_setting('evpipe.max_depth', 64) END;
+BEGIN
+	-- the envelopes (the size as _ingest_prepare tests it before it counts bytes)
+	SELECT bool_and(pg_column_size(u.e)::bigint * 6 + 64 <= max_bytes AND pg_column_compression(u.e) IS NULL
+			AND evpipe._ingest_common(u.e)),
+		array_agg(u.e ->> 'eventId' ORDER BY u.o), array_agg(u.e ->> 'eventType' ORDER BY u.o),
+		array_agg(u.e ->> 'source' ORDER BY u.o), array_agg(u.e ORDER BY u.o)
+	INTO ok, ids, types, sources, envs
+	FROM jsonb_array_elements(events) WITH ORDINALITY AS u(e, o);
+	IF NOT coalesce(ok, false) THEN
+		ok := false;
+		RETURN;
+	END IF;
+	-- the configuration per type and source, and the payloads
+	WITH c AS (
+		SELECT k.t, k.s, f.version, f.schema, to_jsonb(f.dests) AS dests, to_jsonb(f.paths) AS paths,
+			f.version IS NOT NULL AND f.enabled AND NOT f.src_bound AND NOT coalesce(f.per_sec > 0, false) AS usable
+		FROM (SELECT DISTINCT x.t, x.s FROM unnest(types, sources) AS x(t, s)) k
+		CROSS JOIN LATERAL evpipe._ingest_config(k.t, k.s, NULL) f)
+	SELECT bool_and(c.usable AND NOT evpipe._too_deep(u.e -> 'payload', max_depth)
+			AND evpipe._validate_at(c.schema, u.e -> 'payload', '$.payload', max_depth) IS NULL),
+		array_agg(c.version ORDER BY u.o), array_agg(c.dests ORDER BY u.o),
+		array_agg(c.paths ORDER BY u.o), array_agg((u.e ->> 'timestamp')::timestamptz ORDER BY u.o)
+	INTO ok, versions, dests, paths, times
+	FROM unnest(envs, types, sources) WITH ORDINALITY AS u(e, t, s, o)
+	JOIN c ON c.t = u.t AND c.s = u.s;
+	IF NOT coalesce(ok, false) THEN
+		ok := false;
+		RETURN;
+	END IF;
+	-- a fresh traceparent for each (the common event has none); OFFSET 0
+	-- keeps the random UUIDs per row
+	SELECT array_agg(evpipe._ingest_traceparent_from(g.u1, g.u2) ORDER BY g.o) INTO traces
+	FROM (SELECT x.o, gen_random_uuid()::text AS u1, gen_random_uuid()::text AS u2
+		FROM generate_series(1, cardinality(ids)) AS x(o) OFFSET 0) g;
+END
+$$;
+COMMENT ON FUNCTION evpipe._ingest_batch_prepare(jsonb) IS
+	'Internal: check and route a common batch set-based (ok), or leave it to evpipe._ingest_prepare event by event';
 
 -- evpipe_ingest_batch(), as the owner, for the role caller. No JIT:
 -- compiling the statements costs more than running them.
@@ -241,6 +285,7 @@ DECLARE
 	firsts integer[];
 	statuses text[];
 	taken boolean := false;
+	fast boolean := false;
 	answer jsonb;
 BEGIN
 	IF events IS NULL THEN
@@ -258,32 +303,46 @@ BEGIN
 	END IF;
 	caller := evpipe._ingest_caller(caller);
 
-	-- check, normalise and route each event; keep what is written
-	BEGIN
-		FOR i IN 1..n LOOP
-			ev := evpipe._ingest_prepare(events -> (i - 1), source, caller, i - 1);
-			ids[i] := ev.event_id;
-			envs[i] := ev.envelope;
-			dests[i] := to_jsonb(ev.dests);
-			paths[i] := to_jsonb(ev.paths);
-			types[i] := ev.event_type;
-			versions[i] := ev.version;
-			sources[i] := ev.source;
-			times[i] := ev.ts;
-			corrs[i] := ev.correlation_id;
-			prios[i] := ev.priority;
-			traces[i] := coalesce(ev.traceparent, evpipe._ingest_new_traceparent());
-		END LOOP;
-	EXCEPTION WHEN OTHERS THEN
-		-- the C checks each event's id against the earlier ones as soon as
-		-- it is checked: a conflict before the refused event wins
-		rep := evpipe._ingest_batch_repeats(ids, envs);
-		IF rep.conflict IS NOT NULL THEN
-			PERFORM evpipe._ingest_batch_conflict(rep.conflict, ids[rep.conflict + 1],
-				format('event $[%s] has this eventId with other content', rep.conflict_first));
-		END IF;
-		RAISE;
-	END;
+	-- check, normalise and route each event; keep what is written: the
+	-- common batch set-based, any other event by event
+	IF source IS NULL THEN
+		SELECT * INTO fast, ids, envs, dests, paths, types, versions, sources, times, traces
+		FROM evpipe._ingest_batch_prepare(events);
+	END IF;
+	IF fast THEN
+		corrs := array_fill(NULL::text, ARRAY[n]);
+		prios := corrs;
+	ELSE
+		-- (what the set-based attempt left is dropped: a conflict counts only
+		-- between the events checked so far)
+		ids := '{}'; envs := '{}'; dests := '{}'; paths := '{}'; types := '{}'; versions := '{}';
+		sources := '{}'; times := '{}'; traces := '{}';
+		BEGIN
+			FOR i IN 1..n LOOP
+				ev := evpipe._ingest_prepare(events -> (i - 1), source, caller, i - 1);
+				ids[i] := ev.event_id;
+				envs[i] := ev.envelope;
+				dests[i] := to_jsonb(ev.dests);
+				paths[i] := to_jsonb(ev.paths);
+				types[i] := ev.event_type;
+				versions[i] := ev.version;
+				sources[i] := ev.source;
+				times[i] := ev.ts;
+				corrs[i] := ev.correlation_id;
+				prios[i] := ev.priority;
+				traces[i] := coalesce(ev.traceparent, evpipe._ingest_new_traceparent());
+			END LOOP;
+		EXCEPTION WHEN OTHERS THEN
+			-- the C checks each event's id against the earlier ones as soon as
+			-- it is checked: a conflict before the refused event wins
+			rep := evpipe._ingest_batch_repeats(ids, envs);
+			IF rep.conflict IS NOT NULL THEN
+				PERFORM evpipe._ingest_batch_conflict(rep.conflict, ids[rep.conflict + 1],
+					format('event $[%s] has this eventId with other content', rep.conflict_first));
+			END IF;
+			RAISE;
+		END;
+	END IF;
 	-- the same id earlier in the batch: a duplicate, or a conflict
 	rep := evpipe._ingest_batch_repeats(ids, envs);
 	IF rep.conflict IS NOT NULL THEN

@@ -11,7 +11,7 @@
 CREATE OR REPLACE FUNCTION evpipe._ingest_route_matches(pattern text, rule_source text,
 	rule_priority text, enabled boolean, event_type text, source text, priority text,
 	OUT matched boolean, OUT why text)
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 AS $$
 DECLARE
 	is_prefix boolean := right(pattern, 1) = '*';
@@ -61,7 +61,7 @@ COMMENT ON FUNCTION evpipe._ingest_route_matches(text, text, text, boolean, text
 -- object.
 CREATE OR REPLACE FUNCTION evpipe._ingest_ordering_key(envelope jsonb, path text)
 RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
 AS $$
 DECLARE
 	v jsonb := NULL;
@@ -95,7 +95,7 @@ COMMENT ON FUNCTION evpipe._ingest_ordering_key(jsonb, text) IS
 -- destinations (NULL for an unordered one); NULL if none is ordered.
 CREATE OR REPLACE FUNCTION evpipe._ingest_ordering_keys(envelope jsonb, paths text[])
 RETURNS text[]
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 AS $$
 DECLARE
 	keys text[] := '{}';

@@ -13,7 +13,7 @@ CREATE OR REPLACE FUNCTION evpipe._ingest_insert(event_id text, event_type text,
 	source text, ts timestamptz, correlation_id text, priority text, traceparent text,
 	envelope jsonb, caller name, dests text[], keys text[])
 RETURNS boolean
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
 	n bigint;
@@ -54,7 +54,7 @@ COMMENT ON FUNCTION evpipe._ingest_insert(text, text, integer, text, timestamptz
 -- ingested before, in name order (bytes: the columns are COLLATE "C").
 CREATE OR REPLACE FUNCTION evpipe._ingest_existing_destinations(event_id text)
 RETURNS text[]
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
 	r text[];
@@ -72,7 +72,7 @@ COMMENT ON FUNCTION evpipe._ingest_existing_destinations(text) IS
 -- ep_ingest_result(): the answer of ingest.
 CREATE OR REPLACE FUNCTION evpipe._ingest_result(event_id text, status text, dests text[])
 RETURNS jsonb
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 AS $$
 BEGIN
 	RETURN jsonb_build_object('eventId', event_id, 'status', status, 'destinations', to_jsonb(dests));
@@ -87,7 +87,7 @@ COMMENT ON FUNCTION evpipe._ingest_result(text, text, text[]) IS
 CREATE OR REPLACE FUNCTION evpipe._ingest_handle_existing(event_id text, source text, envelope jsonb,
 	stored jsonb)
 RETURNS jsonb
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql STABLE
 AS $$
 BEGIN
 	IF stored <> envelope THEN

@@ -8,7 +8,6 @@
 CREATE OR REPLACE FUNCTION evpipe._js_max_depth()
 RETURNS integer
 LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v text := pg_catalog.current_setting('evpipe.max_depth', true);
@@ -26,7 +25,6 @@ COMMENT ON FUNCTION evpipe._js_max_depth() IS
 CREATE OR REPLACE FUNCTION evpipe._js_excerpt(s text, outlen integer, maxb integer)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	cut boolean := pg_catalog.octet_length(s) > maxb;
@@ -69,7 +67,6 @@ COMMENT ON FUNCTION evpipe._js_excerpt(text, integer, integer) IS
 CREATE OR REPLACE FUNCTION evpipe._js_seg(name text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF name ~ '^[A-Za-z_][A-Za-z0-9_]*$' AND pg_catalog.octet_length(name) <= 254 THEN
@@ -85,7 +82,6 @@ COMMENT ON FUNCTION evpipe._js_seg(text) IS
 CREATE OR REPLACE FUNCTION evpipe._js_push(path text, seg text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF pg_catalog.octet_length(path) >= 3 AND pg_catalog.right(path, 3) = '...' THEN
@@ -104,7 +100,6 @@ COMMENT ON FUNCTION evpipe._js_push(text, text) IS
 CREATE OR REPLACE FUNCTION evpipe._js_f8(n numeric)
 RETURNS double precision
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	RETURN n::double precision;
@@ -122,7 +117,6 @@ COMMENT ON FUNCTION evpipe._js_f8(numeric) IS
 CREATE OR REPLACE FUNCTION evpipe._js_ipow(base integer, k integer)
 RETURNS numeric
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v numeric := 1;
@@ -147,7 +141,6 @@ COMMENT ON FUNCTION evpipe._js_ipow(integer, integer) IS
 CREATE OR REPLACE FUNCTION evpipe._js_g17(d double precision)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	b bytea;
@@ -237,7 +230,6 @@ COMMENT ON FUNCTION evpipe._js_g17(double precision) IS
 CREATE OR REPLACE FUNCTION evpipe._js_jsonc_text(j jsonb)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	RETURN pg_catalog.replace(
@@ -252,7 +244,6 @@ COMMENT ON FUNCTION evpipe._js_jsonc_text(jsonb) IS
 CREATE OR REPLACE FUNCTION evpipe._js_value_text(v jsonb)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF pg_catalog.jsonb_typeof(v) = 'string' THEN
@@ -268,7 +259,6 @@ COMMENT ON FUNCTION evpipe._js_value_text(jsonb) IS
 CREATE OR REPLACE FUNCTION evpipe._js_is_int64(n numeric)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT pg_catalog.scale(n) = 0 AND n BETWEEN -9223372036854775808 AND 9223372036854775807
 $$;
@@ -279,7 +269,6 @@ COMMENT ON FUNCTION evpipe._js_is_int64(numeric) IS
 CREATE OR REPLACE FUNCTION evpipe._js_equal(a jsonb, b jsonb)
 RETURNS boolean
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	t text;
@@ -330,7 +319,6 @@ COMMENT ON FUNCTION evpipe._js_equal(jsonb, jsonb) IS
 CREATE OR REPLACE FUNCTION evpipe._js_canon(v jsonb)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	t text := pg_catalog.jsonb_typeof(v);
@@ -367,7 +355,6 @@ COMMENT ON FUNCTION evpipe._js_canon(jsonb) IS
 CREATE OR REPLACE FUNCTION evpipe._js_u64xor(a numeric, b numeric)
 RETURNS numeric
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT CASE WHEN x < 0 THEN x::numeric + 18446744073709551616 ELSE x::numeric END
 FROM (SELECT (CASE WHEN a >= 9223372036854775808 THEN a - 18446744073709551616 ELSE a END)::bigint #
@@ -380,7 +367,6 @@ COMMENT ON FUNCTION evpipe._js_u64xor(numeric, numeric) IS
 CREATE OR REPLACE FUNCTION evpipe._js_mix(h numeric)
 RETURNS numeric
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	h := evpipe._js_u64xor(h, pg_catalog.div(h, 8589934592));
@@ -398,7 +384,6 @@ COMMENT ON FUNCTION evpipe._js_mix(numeric) IS
 CREATE OR REPLACE FUNCTION evpipe._js_bytes_hash(s text)
 RETURNS numeric
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	b bytea := pg_catalog.convert_to(s, 'UTF8');
@@ -418,7 +403,6 @@ COMMENT ON FUNCTION evpipe._js_bytes_hash(text) IS
 CREATE OR REPLACE FUNCTION evpipe._js_hash(v jsonb)
 RETURNS numeric
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	t text := pg_catalog.jsonb_typeof(v);
@@ -465,7 +449,6 @@ COMMENT ON FUNCTION evpipe._js_hash(jsonb) IS
 CREATE OR REPLACE FUNCTION evpipe._js_unique(arr jsonb)
 RETURNS integer[]
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	n integer := pg_catalog.jsonb_array_length(arr);
@@ -531,7 +514,6 @@ COMMENT ON FUNCTION evpipe._js_unique(jsonb) IS
 CREATE OR REPLACE FUNCTION evpipe._js_format_valid(format text, s text)
 RETURNS boolean
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	p text[];
@@ -594,7 +576,6 @@ COMMENT ON FUNCTION evpipe._js_format_valid(text, text) IS
 CREATE OR REPLACE FUNCTION evpipe._js_translate(src text)
 RETURNS text[]
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	ch text[] := pg_catalog.string_to_array(src, NULL);
@@ -679,7 +660,6 @@ COMMENT ON FUNCTION evpipe._js_translate(text) IS
 CREATE OR REPLACE FUNCTION evpipe._js_regex_counts(re text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	ch text[] := pg_catalog.string_to_array(re, NULL);
@@ -811,7 +791,6 @@ COMMENT ON FUNCTION evpipe._js_regex_counts(text) IS
 CREATE OR REPLACE FUNCTION evpipe._js_regex(src text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	t text;
@@ -849,7 +828,6 @@ COMMENT ON FUNCTION evpipe._js_regex(text) IS
 CREATE OR REPLACE FUNCTION evpipe._js_too_complex(ere text)
 RETURNS boolean
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	b bytea := pg_catalog.convert_to(ere, 'UTF8');
@@ -985,7 +963,6 @@ COMMENT ON FUNCTION evpipe._js_too_complex(text) IS
 CREATE OR REPLACE FUNCTION evpipe._js_ref_name(ref text)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	name text;
@@ -1016,7 +993,6 @@ COMMENT ON FUNCTION evpipe._js_ref_name(text) IS
 CREATE OR REPLACE FUNCTION evpipe._js_compile_node(v jsonb, depth integer, path text, defs jsonb, max_depth integer)
 RETURNS text[]
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF depth > max_depth THEN
@@ -1038,7 +1014,6 @@ COMMENT ON FUNCTION evpipe._js_compile_node(jsonb, integer, text, jsonb, integer
 CREATE OR REPLACE FUNCTION evpipe._js_compile_keywords(v jsonb, depth integer, path text, defs jsonb, max_depth integer)
 RETURNS text[]
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	kw text;
@@ -1209,7 +1184,6 @@ COMMENT ON FUNCTION evpipe._js_compile_keywords(jsonb, integer, text, jsonb, int
 CREATE OR REPLACE FUNCTION evpipe._schema_error(schema jsonb, max_depth integer)
 RETURNS text[]
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	defs jsonb;
@@ -1275,7 +1249,6 @@ COMMENT ON FUNCTION evpipe._schema_error(jsonb, integer) IS
 CREATE OR REPLACE FUNCTION evpipe._js_vnode(s jsonb, i jsonb, defs jsonb)
 RETURNS text[]
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	it text;
@@ -1492,6 +1465,29 @@ BEGIN
 					k := keys ->> x;
 					kv := i -> k;
 					IF kv IS NOT NULL THEN
+						-- a property whose schema asks only for a type (and, of a
+						-- string, a length) that its value has is valid without a
+						-- call; anything else, and any doubt, takes the call
+						t := props -> k;
+						IF pg_catalog.jsonb_typeof(t -> 'type') = 'string'
+							AND NOT t ?| ARRAY['$ref', 'enum', 'const', 'minimum', 'maximum', 'exclusiveMinimum',
+								'exclusiveMaximum', 'multipleOf', 'pattern', 'format', 'minItems', 'maxItems',
+								'uniqueItems', 'items', 'required', 'properties', 'additionalProperties'] THEN
+							tn := t ->> 'type';
+							it := pg_catalog.jsonb_typeof(kv);
+							IF tn = it THEN
+								CONTINUE WHEN it <> 'string' OR NOT t ?| ARRAY['minLength', 'maxLength'];
+								str := kv #>> '{}';
+								CONTINUE WHEN (NOT t ? 'minLength'
+										OR pg_catalog.length(str) >= pg_catalog.floor((t -> 'minLength')::numeric::double precision))
+									AND (NOT t ? 'maxLength'
+										OR pg_catalog.length(str) <= pg_catalog.floor((t -> 'maxLength')::numeric::double precision));
+							ELSIF tn = 'integer' AND it = 'number' THEN
+								num := kv::numeric;
+								CONTINUE WHEN pg_catalog.scale(num) = 0
+									AND num BETWEEN -9223372036854775808 AND 9223372036854775807;
+							END IF;
+						END IF;
 						e := evpipe._js_vnode(props -> k, kv, defs);
 						IF e IS NOT NULL THEN
 							RETURN e || evpipe._js_seg(k);
@@ -1527,7 +1523,6 @@ COMMENT ON FUNCTION evpipe._js_vnode(jsonb, jsonb, jsonb) IS
 CREATE OR REPLACE FUNCTION evpipe._too_deep(doc jsonb, max_depth integer)
 RETURNS boolean
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF max_depth <= 0 THEN
@@ -1546,7 +1541,6 @@ COMMENT ON FUNCTION evpipe._too_deep(jsonb, integer) IS
 CREATE OR REPLACE FUNCTION evpipe._validate_at(schema jsonb, instance jsonb, root_path text, max_depth integer)
 RETURNS text[]
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	e text[];
@@ -1587,7 +1581,6 @@ COMMENT ON FUNCTION evpipe._validate_at(jsonb, jsonb, text, integer) IS
 CREATE OR REPLACE FUNCTION evpipe._check_schema(schema jsonb)
 RETURNS void
 LANGUAGE plpgsql STRICT IMMUTABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	md integer := evpipe._js_max_depth();

@@ -14,7 +14,7 @@
 -- ep_path_plain_name(): whether a member name can be written as .name (ASCII, not empty).
 CREATE OR REPLACE FUNCTION evpipe._path_plain_name(name text)
 RETURNS boolean
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
 AS $$
 BEGIN
 	RETURN name ~ '^[A-Za-z_][A-Za-z0-9_]*$';
@@ -29,7 +29,7 @@ COMMENT ON FUNCTION evpipe._path_plain_name(text) IS
 -- all of s was written.
 CREATE OR REPLACE FUNCTION evpipe._json_excerpt(s text, max_bytes integer, outlen integer,
 	OUT excerpt text, OUT exact boolean)
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
 AS $$
 DECLARE
 	o integer := 0;			-- bytes written
@@ -87,7 +87,7 @@ COMMENT ON FUNCTION evpipe._json_excerpt(text, integer, integer) IS
 -- odd name cut to max_bytes), for a buffer of outlen bytes.
 CREATE OR REPLACE FUNCTION evpipe._path_member(name text, max_bytes integer, outlen integer DEFAULT 256)
 RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
 AS $$
 BEGIN
 	IF name ~ '^[A-Za-z_][A-Za-z0-9_]*$' AND octet_length(name) + 2 <= outlen THEN
@@ -107,7 +107,7 @@ COMMENT ON FUNCTION evpipe._path_member(text, integer, integer) IS
 -- EP_ERR_PATH_LEN = 256 bytes).
 CREATE OR REPLACE FUNCTION evpipe._mapped_path(field text)
 RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
 AS $$
 BEGIN
 	IF field ~ '^[A-Za-z_][A-Za-z0-9_]*$' AND octet_length(field) <= 253 THEN
@@ -126,7 +126,7 @@ COMMENT ON FUNCTION evpipe._mapped_path(text) IS
 -- for anything else (EP_MAPPED_ID_TYPE).
 CREATE OR REPLACE FUNCTION evpipe._mapped_id(v jsonb)
 RETURNS text
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
 AS $$
 DECLARE
 	t text;
