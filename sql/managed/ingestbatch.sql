@@ -220,40 +220,61 @@ DECLARE
 		ELSE evpipe._ingest_setting('evpipe.max_event_bytes', 262144) END;
 	max_depth integer := CASE WHEN coalesce(current_setting('evpipe.max_depth', true), '') = '' THEN 64
 		ELSE evpipe._ingest_setting('evpipe.max_depth', 64) END;
+	keys jsonb[];				-- [type, source] of each configuration read
+	c_versions integer[];
+	c_schemas jsonb[];
+	c_dests jsonb[];
+	c_paths jsonb[];
 BEGIN
-	-- the envelopes (the size as _ingest_prepare tests it before it counts bytes)
-	SELECT bool_and(pg_column_size(u.e)::bigint * 6 + 64 <= max_bytes AND pg_column_compression(u.e) IS NULL
-			AND evpipe._ingest_common(u.e)),
-		array_agg(u.e ->> 'eventId' ORDER BY u.o), array_agg(u.e ->> 'eventType' ORDER BY u.o),
-		array_agg(u.e ->> 'source' ORDER BY u.o), array_agg(u.e ORDER BY u.o)
-	INTO ok, ids, types, sources, envs
-	FROM jsonb_array_elements(events) WITH ORDINALITY AS u(e, o);
+	-- Each array is built by an aggregate over one scan of a function of
+	-- ordinality (jsonb_array_elements, unnest) with nothing that reorders
+	-- rows between them (no join, no sort), so its elements are in the
+	-- events' order; an ORDER BY in each aggregate would sort once per array.
+
+	-- the envelopes: the size as _ingest_prepare tests it before it counts
+	-- bytes, the common event; the members read once
+	SELECT bool_and(x.common), array_agg(x.id), array_agg(x.t), array_agg(x.s), array_agg(x.e),
+		array_agg(CASE WHEN x.common THEN x.ts::timestamptz END)
+	INTO ok, ids, types, sources, envs, times
+	FROM (SELECT u.e, u.id, u.t, u.s, u.ts,
+			pg_column_size(u.e)::bigint * 6 + 64 <= max_bytes AND pg_column_compression(u.e) IS NULL
+			AND evpipe._ingest_common(u.e, u.id, u.s, u.ts) AS common
+		FROM (SELECT j.e, j.e ->> 'eventId' AS id, j.e ->> 'eventType' AS t, j.e ->> 'source' AS s,
+				j.e ->> 'timestamp' AS ts
+			FROM jsonb_array_elements(events) AS j(e) OFFSET 0) u
+		OFFSET 0) x;
 	IF NOT coalesce(ok, false) THEN
 		ok := false;
 		RETURN;
 	END IF;
-	-- the configuration per type and source, and the payloads
-	WITH c AS (
-		SELECT k.t, k.s, f.version, f.schema, to_jsonb(f.dests) AS dests, to_jsonb(f.paths) AS paths,
-			f.version IS NOT NULL AND f.enabled AND NOT f.src_bound AND NOT coalesce(f.per_sec > 0, false) AS usable
-		FROM (SELECT DISTINCT x.t, x.s FROM unnest(types, sources) AS x(t, s)) k
-		CROSS JOIN LATERAL evpipe._ingest_config(k.t, k.s, NULL) f)
-	SELECT bool_and(c.usable AND NOT evpipe._too_deep(u.e -> 'payload', max_depth)
-			AND evpipe._validate_at(c.schema, u.e -> 'payload', '$.payload', max_depth) IS NULL),
-		array_agg(c.version ORDER BY u.o), array_agg(c.dests ORDER BY u.o),
-		array_agg(c.paths ORDER BY u.o), array_agg((u.e ->> 'timestamp')::timestamptz ORDER BY u.o)
-	INTO ok, versions, dests, paths, times
-	FROM unnest(envs, types, sources) WITH ORDINALITY AS u(e, t, s, o)
-	JOIN c ON c.t = u.t AND c.s = u.s;
+	-- the configuration, once per type and source
+	SELECT array_agg(jsonb_build_array(k.t, k.s)), array_agg(f.version), array_agg(f.schema),
+		array_agg(to_jsonb(f.dests)), array_agg(to_jsonb(f.paths)),
+		bool_and(f.version IS NOT NULL AND f.enabled AND NOT f.src_bound AND NOT coalesce(f.per_sec > 0, false))
+	INTO keys, c_versions, c_schemas, c_dests, c_paths, ok
+	FROM (SELECT DISTINCT x.t, x.s FROM unnest(types, sources) AS x(t, s)) k
+	CROSS JOIN LATERAL evpipe._ingest_config(k.t, k.s, NULL) f;
+	IF NOT coalesce(ok, false) THEN
+		ok := false;
+		RETURN;
+	END IF;
+	-- each event's configuration, and its payload (as _ingest_prepare checks it)
+	SELECT bool_and(NOT evpipe._too_deep(x.e -> 'payload', max_depth)
+			AND (c_schemas[x.i] IS NULL OR evpipe._js_vnode(c_schemas[x.i], x.e -> 'payload',
+				coalesce(c_schemas[x.i] -> '$defs', c_schemas[x.i] -> 'definitions')) IS NULL)),
+		array_agg(c_versions[x.i]), array_agg(c_dests[x.i]), array_agg(c_paths[x.i])
+	INTO ok, versions, dests, paths
+	FROM (SELECT u.e, array_position(keys, jsonb_build_array(u.t, u.s)) AS i
+		FROM unnest(envs, types, sources) AS u(e, t, s) OFFSET 0) x;
 	IF NOT coalesce(ok, false) THEN
 		ok := false;
 		RETURN;
 	END IF;
 	-- a fresh traceparent for each (the common event has none); OFFSET 0
 	-- keeps the random UUIDs per row
-	SELECT array_agg(evpipe._ingest_traceparent_from(g.u1, g.u2) ORDER BY g.o) INTO traces
-	FROM (SELECT x.o, gen_random_uuid()::text AS u1, gen_random_uuid()::text AS u2
-		FROM generate_series(1, cardinality(ids)) AS x(o) OFFSET 0) g;
+	SELECT array_agg(evpipe._ingest_traceparent_from(g.u1, g.u2)) INTO traces
+	FROM (SELECT gen_random_uuid()::text AS u1, gen_random_uuid()::text AS u2
+		FROM generate_series(1, cardinality(ids)) OFFSET 0) g;
 END
 $$;
 COMMENT ON FUNCTION evpipe._ingest_batch_prepare(jsonb) IS

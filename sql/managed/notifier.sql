@@ -26,7 +26,7 @@ $$;
 -- however often it is called, and drops on rollback.
 CREATE OR REPLACE FUNCTION evpipe._wake_workers()
 RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql
 AS $$
 BEGIN
 	PERFORM pg_catalog.pg_notify('evpipe_wake', '');
