@@ -225,6 +225,11 @@ DECLARE
 	c_schemas jsonb[];
 	c_dests jsonb[];
 	c_paths jsonb[];
+	idx integer[];				-- each event's configuration
+	payloads jsonb[];
+	req text[];
+	prop_names text[];
+	prop_schemas jsonb[];
 BEGIN
 	-- Each array is built by an aggregate over one scan of a function of
 	-- ordinality (jsonb_array_elements, unnest) with nothing that reorders
@@ -258,22 +263,47 @@ BEGIN
 		ok := false;
 		RETURN;
 	END IF;
-	-- each event's configuration, and its payload (as _ingest_prepare checks it)
-	SELECT bool_and(NOT evpipe._too_deep(x.e -> 'payload', max_depth)
-			AND (c_schemas[x.i] IS NULL OR evpipe._js_vnode(c_schemas[x.i], x.e -> 'payload',
-				coalesce(c_schemas[x.i] -> '$defs', c_schemas[x.i] -> 'definitions')) IS NULL)),
+	-- each event's configuration, and its payload's depth
+	SELECT bool_and(NOT evpipe._too_deep(x.p, max_depth)), array_agg(x.i), array_agg(x.p),
 		array_agg(c_versions[x.i]), array_agg(c_dests[x.i]), array_agg(c_paths[x.i])
-	INTO ok, versions, dests, paths
-	FROM (SELECT u.e, array_position(keys, jsonb_build_array(u.t, u.s)) AS i
+	INTO ok, idx, payloads, versions, dests, paths
+	FROM (SELECT u.e -> 'payload' AS p, array_position(keys, jsonb_build_array(u.t, u.s)) AS i
 		FROM unnest(envs, types, sources) AS u(e, t, s) OFFSET 0) x;
 	IF NOT coalesce(ok, false) THEN
 		ok := false;
 		RETURN;
 	END IF;
-	-- a fresh traceparent for each (the common event has none); OFFSET 0
-	-- keeps the random UUIDs per row
-	SELECT array_agg(evpipe._ingest_traceparent_from(g.u1, g.u2)) INTO traces
-	FROM (SELECT gen_random_uuid()::text AS u1, gen_random_uuid()::text AS u2
+	-- the payloads against their schemas (as _ingest_prepare checks them:
+	-- not too deep, so _js_vnode's verdict), per schema: a flat one
+	-- (_js_flat) in two statements over all its events, any other event by
+	-- event
+	FOR j IN 1..cardinality(keys) LOOP
+		CONTINUE WHEN c_schemas[j] IS NULL;
+		IF evpipe._js_flat(c_schemas[j]) THEN
+			req := ARRAY(SELECT jsonb_array_elements_text(coalesce(c_schemas[j] -> 'required', '[]')));
+			SELECT array_agg(pr.key), array_agg(pr.value) INTO prop_names, prop_schemas
+			FROM jsonb_each(coalesce(c_schemas[j] -> 'properties', '{}')) AS pr;
+			SELECT coalesce(bool_and(u.p ?& req), true) INTO ok
+			FROM unnest(payloads, idx) AS u(p, i) WHERE u.i = j;
+			IF ok AND prop_names IS NOT NULL THEN
+				SELECT NOT EXISTS (SELECT 1 FROM unnest(payloads, idx) AS u(p, i),
+						unnest(prop_names, prop_schemas) AS pr(k, l)
+					WHERE u.i = j AND u.p ? pr.k AND NOT evpipe._js_leaf_valid(u.p -> pr.k, pr.l))
+				INTO ok;
+			END IF;
+		ELSE
+			SELECT coalesce(bool_and(evpipe._js_vnode(c_schemas[j], u.p,
+					coalesce(c_schemas[j] -> '$defs', c_schemas[j] -> 'definitions')) IS NULL), true) INTO ok
+			FROM unnest(payloads, idx) AS u(p, i) WHERE u.i = j;
+		END IF;
+		IF NOT ok THEN
+			RETURN;
+		END IF;
+	END LOOP;
+	-- a fresh traceparent for each (the common event has none), as
+	-- _ingest_new_traceparent makes one; OFFSET 0 keeps the random UUID per row
+	SELECT array_agg(evpipe._ingest_traceparent_from(g.h)) INTO traces
+	FROM (SELECT encode(sha256(uuid_send(gen_random_uuid())), 'hex') AS h
 		FROM generate_series(1, cardinality(ids)) OFFSET 0) g;
 END
 $$;

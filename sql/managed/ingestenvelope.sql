@@ -130,36 +130,31 @@ $$;
 COMMENT ON FUNCTION evpipe._ingest_traceparent_valid(text) IS
 	'Internal: whether a traceparent is valid W3C trace context';
 
--- A W3C traceparent made of the random digits of two UUIDs (their text):
--- a UUID's text is 8-4-4-4-12; its 13th digit (the version) and the 17th
--- (the variant) are not random: 30 random digits each; ids are never all
--- zeros (the first byte of each is made odd). An SQL function, inlined
--- where it is used.
-CREATE OR REPLACE FUNCTION evpipe._ingest_traceparent_from(u1 text, u2 text)
+-- A W3C traceparent made of a digest of random bits (64 hex digits: the
+-- SHA-256 of a random UUID's 122 random bits): a trace id of 32 digits, a
+-- parent id of 16; neither is ever all zeros (the first byte of each is
+-- made odd). An SQL function, inlined where it is used.
+CREATE OR REPLACE FUNCTION evpipe._ingest_traceparent_from(h text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-SELECT '00-' || substr(u1, 1, 1) || translate(substr(u1, 2, 1), '02468ace', '13579bdf')
-	|| substr(u1, 3, 6) || substr(u1, 10, 4) || substr(u1, 16, 3) || substr(u1, 21, 3)
-	|| substr(u1, 25, 12) || substr(u2, 1, 2)
-	|| '-' || substr(u2, 3, 1) || translate(substr(u2, 4, 1), '02468ace', '13579bdf')
-	|| substr(u2, 5, 4) || substr(u2, 10, 4) || substr(u2, 16, 3) || substr(u2, 21, 3)
+SELECT '00-' || substr(h, 1, 1) || translate(substr(h, 2, 1), '02468ace', '13579bdf') || substr(h, 3, 30)
+	|| '-' || substr(h, 33, 1) || translate(substr(h, 34, 1), '02468ace', '13579bdf') || substr(h, 35, 14)
 	|| '-01'
 $$;
-COMMENT ON FUNCTION evpipe._ingest_traceparent_from(text, text) IS
-	'Internal: a W3C traceparent from the random digits of two UUIDs';
+COMMENT ON FUNCTION evpipe._ingest_traceparent_from(text) IS
+	'Internal: a W3C traceparent from 64 random hex digits';
 
 -- ep_ingest_new_traceparent(): a fresh W3C traceparent for an event that
--- arrives without one, from strong random bits (two random UUIDs).
+-- arrives without one, from strong random bits (gen_random_uuid).
 CREATE OR REPLACE FUNCTION evpipe._ingest_new_traceparent()
 RETURNS text
 LANGUAGE plpgsql VOLATILE PARALLEL SAFE
 AS $$
 DECLARE
-	u1 text := gen_random_uuid()::text;
-	u2 text := gen_random_uuid()::text;
+	h text := encode(sha256(uuid_send(gen_random_uuid())), 'hex');
 BEGIN
-	RETURN evpipe._ingest_traceparent_from(u1, u2);
+	RETURN evpipe._ingest_traceparent_from(h);
 END
 $$;
 COMMENT ON FUNCTION evpipe._ingest_new_traceparent() IS

@@ -1245,6 +1245,64 @@ $$;
 COMMENT ON FUNCTION evpipe._schema_error(jsonb, integer) IS
 	'Internal: NULL when the validator accepts a JSON Schema, else {path, rule, message} of the first error';
 
+-- A schema that asks only for a type (a string) and, of a string, a length:
+-- the schema of most properties. Its check needs no call (_js_leaf_valid).
+-- SQL functions, inlined where they are used (_js_vnode's properties, the
+-- set-based check of a batch in evpipe._ingest_batch_prepare).
+CREATE OR REPLACE FUNCTION evpipe._js_leaf(l jsonb)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+SELECT coalesce(pg_catalog.jsonb_typeof(l -> 'type') = 'string'
+	AND NOT l ?| ARRAY['$ref', 'enum', 'const', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum',
+		'multipleOf', 'pattern', 'format', 'minItems', 'maxItems', 'uniqueItems', 'items', 'required',
+		'properties', 'additionalProperties'], false)
+$$;
+COMMENT ON FUNCTION evpipe._js_leaf(jsonb) IS
+	'Internal: whether a schema asks only for a type and, of a string, a length';
+
+-- Whether a value certainly satisfies a _js_leaf schema: true when
+-- _js_vnode would find it valid; false when it would not, or when only
+-- _js_vnode can tell (an integer written as 1.0, say).
+CREATE OR REPLACE FUNCTION evpipe._js_leaf_valid(v jsonb, l jsonb)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+SELECT CASE
+	WHEN pg_catalog.jsonb_typeof(v) = l ->> 'type' THEN
+		CASE WHEN pg_catalog.jsonb_typeof(v) <> 'string' OR NOT l ?| ARRAY['minLength', 'maxLength'] THEN true
+		ELSE coalesce((NOT l ? 'minLength'
+				OR pg_catalog.length(v #>> '{}') >= pg_catalog.floor((l -> 'minLength')::numeric::double precision))
+			AND (NOT l ? 'maxLength'
+				OR pg_catalog.length(v #>> '{}') <= pg_catalog.floor((l -> 'maxLength')::numeric::double precision)), false) END
+	WHEN l ->> 'type' = 'integer' AND pg_catalog.jsonb_typeof(v) = 'number' THEN
+		pg_catalog.scale(v::numeric) = 0 AND v::numeric BETWEEN -9223372036854775808 AND 9223372036854775807
+	ELSE false END
+$$;
+COMMENT ON FUNCTION evpipe._js_leaf_valid(jsonb, jsonb) IS
+	'Internal: whether a value certainly satisfies a type-and-length schema (false: invalid, or for _js_vnode to tell)';
+
+-- A schema for an object that asks only for required members and
+-- properties with _js_leaf schemas (and no other member, of the keywords
+-- _js_vnode reads of an object): an object satisfies it exactly when it has
+-- the required members and every property it has is _js_leaf_valid
+-- (evpipe._ingest_batch_prepare checks a batch so, in two statements).
+CREATE OR REPLACE FUNCTION evpipe._js_flat(s jsonb)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+SELECT coalesce(pg_catalog.jsonb_typeof(s) = 'object'
+	AND (NOT s ? 'type' OR s -> 'type' = '"object"'::jsonb)
+	AND NOT s ?| ARRAY['$ref', 'enum', 'const']
+	AND (NOT s ? 'additionalProperties' OR s -> 'additionalProperties' = 'true'::jsonb)
+	AND (NOT s ? 'required' OR pg_catalog.jsonb_typeof(s -> 'required') = 'array')
+	AND (NOT s ? 'properties' OR pg_catalog.jsonb_typeof(s -> 'properties') = 'object'
+		AND NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_each(s -> 'properties') AS p
+			WHERE NOT evpipe._js_leaf(p.value))), false)
+$$;
+COMMENT ON FUNCTION evpipe._js_flat(jsonb) IS
+	'Internal: whether a schema asks of an object only required members and type-and-length properties';
+
 -- validate_node: NULL, or {rule, message, segment_n, ..., segment_1} (the path's segments innermost first).
 CREATE OR REPLACE FUNCTION evpipe._js_vnode(s jsonb, i jsonb, defs jsonb)
 RETURNS text[]
@@ -1469,25 +1527,7 @@ BEGIN
 						-- string, a length) that its value has is valid without a
 						-- call; anything else, and any doubt, takes the call
 						t := props -> k;
-						IF pg_catalog.jsonb_typeof(t -> 'type') = 'string'
-							AND NOT t ?| ARRAY['$ref', 'enum', 'const', 'minimum', 'maximum', 'exclusiveMinimum',
-								'exclusiveMaximum', 'multipleOf', 'pattern', 'format', 'minItems', 'maxItems',
-								'uniqueItems', 'items', 'required', 'properties', 'additionalProperties'] THEN
-							tn := t ->> 'type';
-							it := pg_catalog.jsonb_typeof(kv);
-							IF tn = it THEN
-								CONTINUE WHEN it <> 'string' OR NOT t ?| ARRAY['minLength', 'maxLength'];
-								str := kv #>> '{}';
-								CONTINUE WHEN (NOT t ? 'minLength'
-										OR pg_catalog.length(str) >= pg_catalog.floor((t -> 'minLength')::numeric::double precision))
-									AND (NOT t ? 'maxLength'
-										OR pg_catalog.length(str) <= pg_catalog.floor((t -> 'maxLength')::numeric::double precision));
-							ELSIF tn = 'integer' AND it = 'number' THEN
-								num := kv::numeric;
-								CONTINUE WHEN pg_catalog.scale(num) = 0
-									AND num BETWEEN -9223372036854775808 AND 9223372036854775807;
-							END IF;
-						END IF;
+						CONTINUE WHEN evpipe._js_leaf(t) AND evpipe._js_leaf_valid(kv, t);
 						e := evpipe._js_vnode(props -> k, kv, defs);
 						IF e IS NOT NULL THEN
 							RETURN e || evpipe._js_seg(k);

@@ -44,6 +44,12 @@ const SETUP = [
       "meta": {"type": "object", "additionalProperties": {"type": "integer"}},
       "at": {"type": "string", "format": "date-time"}},
     "additionalProperties": false}')`,
+  // a flat schema (required members, properties with a type and a length):
+  // the managed install checks a batch of these set-based
+  `SELECT evpipe.register_event_type('FUZZ_FLAT', '{
+    "type": "object", "required": ["name"],
+    "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 3}, "qty": {"type": "integer"},
+      "ok": {"type": "boolean"}, "none": {"type": "null"}, "x": {"type": "number", "title": "ignored"}}}')`,
   // a second version of a type: events are checked against the newest
   `SELECT evpipe.register_event_type('FUZZ', '{"type": "object", "properties": {"qty": {"type": "integer"}}}')`,
   `SELECT evpipe.create_destination('sink', 'http', '{"url": "http://127.0.0.1:9/sink"}')`,
@@ -195,6 +201,21 @@ test(`differential: ${EVENTS} generated events through ingest and route_explain,
   assert.ok(Object.keys(total).length > 5, `many kinds of refusal were exercised: ${JSON.stringify(total)}`);
 });
 
+// a payload for FUZZ_FLAT: valid mostly, each member now and then of another
+// type or length (an integer beyond 64 bits among them, which only the full
+// validator can judge)
+function flatPayload(g) {
+  const p = {};
+  const odd = () => g.rnd() < 0.03;
+  if (!odd()) p.name = odd() ? g.pick(['', 'abcd', 5, null]) : g.pick(['a', 'ab', 'abc', 'é€x']);
+  if (g.rnd() < 0.7) p.qty = odd() ? g.pick([1.5, '3', 2.0, 1e20, -0]) : g.int(100) - 50;
+  if (g.rnd() < 0.5) p.ok = odd() ? g.pick(['x', 0, null]) : g.rnd() < 0.5;
+  if (g.rnd() < 0.2) p.none = odd() ? g.pick([0, 'null']) : null;
+  if (g.rnd() < 0.5) p.x = odd() ? g.pick(['1', true]) : g.rnd() * 100;
+  if (g.rnd() < 0.2) p.extra = g.pick([1, 'two', [3], { four: 4 }]);
+  return p;
+}
+
 test(`differential: ${BATCHES} generated batches through ingest_batch, the same answers`, async () => {
   const g = makeGenerator(seed + 1);
   const allDiffs = [];
@@ -213,6 +234,8 @@ test(`differential: ${BATCHES} generated batches through ingest_batch, the same 
         if (arr.length && r < 0.08) arr.push(g.pick(arr));
         else if (arr.length && r < 0.09) arr.push({ ...g.pick(arr), payload: { other: true } });
         else if (!common && r < 0.15) arr.push(g.event(['FUZZ', 'FUZZ_STRICT', 'FUZZ_RICH'], ['fuzz-src']));
+        else if (common && r < 0.6) arr.push({ eventId: `fzb-${g.next()}`, eventType: 'FUZZ_FLAT', source: 'fuzz-src',
+          payload: flatPayload(g), timestamp: '2026-11-21T10:00:00Z' });
         else arr.push({ eventId: `fzb-${g.next()}`, eventType: g.pick(['FUZZ', 'FUZZ_STRICT']), source: 'fuzz-src',
           payload: { name: 'n', qty: g.int(10), tags: ['a'] }, timestamp: '2026-11-21T10:00:00Z' });
       }
