@@ -9,7 +9,11 @@
 -- envelopes, destinations (a jsonb array each, in rule order), firsts (the
 -- earlier event with the same id, or -1) and statuses ('accepted' or
 -- 'duplicate' once known). The steps on them are set-based statements, so
--- that a batch of n events costs O(n log n), never O(n^2).
+-- that a batch of n events costs O(n log n), never O(n^2). Where the C
+-- checks and routes each event in a loop, a batch of common events is
+-- checked and routed here in a few statements over the whole batch
+-- (evpipe._ingest_batch_prepare), with the same outcome; any other batch
+-- takes evpipe._ingest_prepare event by event, as the C does.
 
 -- batch_conflict(): 23505 for an event of a batch whose id names other content.
 CREATE OR REPLACE FUNCTION evpipe._ingest_batch_conflict(batch_index integer, event_id text, other text)
