@@ -15,7 +15,7 @@
 //   BENCH_CHURN_SAMPLE    seconds between outbox size samples (60)
 //   BENCH_EVENT_RETENTION evpipe.event_retention and evpipe.delivered_retention of item 8b churn ('10min'; 0 keeps all)
 //   BENCH_DAEMON_SECONDS  seconds per pgbench run of item 10d (15)
-//   BENCH_ONLY            comma list of items to run (1,2,3,4,5,6,7,8 or 8a scale, 8b churn, 9 ordered, 10 evpiped, 11 managed)
+//   BENCH_ONLY            comma list of items to run (1,2,3,4,5,6,7,8 or 8a scale, 8b churn, 9 ordered, 10 evpiped, 11 managed, 12 breakdown)
 //   BENCH_OUT             output directory (docs/bench)
 //   BENCH_RENDER_ONLY=1   only redraw results.md and the plots from BENCH_OUT/results.json
 //   BENCH_MERGE=DIR       take the items of DIR/results.json (a separate run) into BENCH_OUT, redraw
@@ -54,7 +54,7 @@ const SCALE_BATCH = 10000; // events delivered per scale level (item 8)
 const SCALE_TIMEOUT = 300; // seconds to wait for one scale level's batch
 const LAT_CLIENTS = 4;     // pgbench connections sharing the steady rate of items 3 and 8
 
-// '8a' is also selected by '8'; '10' and '11' are not selected by '1'
+// '8a' is also selected by '8'; '10', '11' and '12' are not selected by '1'
 const want = (k) => ONLY.length === 0 || ONLY.includes(k) || (/^\d+[a-z]$/.test(k) && ONLY.includes(k.slice(0, -1)));
 const R = { started: new Date().toISOString(), env: { SECS, INGEST_RATE, BACKLOG, RATE_LIMIT, RATE_SECS, SCALE_MAX, CHURN_SECS, CHURN_SAMPLE, EVENT_RETENTION, DAEMON_SECS, ONLY }, sections: {} };
 const log = (s) => console.log(`[bench ${new Date().toISOString().slice(11, 19)}] ${s}`);
@@ -1148,6 +1148,31 @@ function render(made) {
     L();
   }
 
+  if (S['12']) {
+    const s = S['12'];
+    L(`## 12. Where ingest's time and WAL go${took('12')}`);
+    L();
+    if (s.error || !s.wal) L(`Failed: ${s.error ? s.error.split('\n')[0] : 'no result'}.`);
+    else {
+      L(`WAL per event (\`pg_current_wal_insert_lsn()\` differences over ${BD_SINGLE} transactions of one event, then ${BD_BATCHES} batches of 1,000; after a warm-up and a checkpoint), and table plus index bytes per event over the batches:`);
+      L();
+      L('| method | WAL bytes/event, one per transaction | WAL bytes/event, batched | table + index bytes/event, batched |');
+      L('|---|---|---|---|');
+      for (const r of s.wal) L(`| ${r.method} | ${fmt(r.walSingle)} | ${fmt(r.walBatched)} | ${fmt(r.bytesBatched)} |`);
+      L();
+      L('The indexes an ingest writes into (events and outbox; a partial one only when its predicate holds):');
+      L();
+      for (const i of s.indexes) L(`- ${i.table}: \`${i.def}\``);
+      L();
+      L(`Time per event of each step, 1,000 events in one statement (median of ${BD_ROUNDS}; includes building the events):`);
+      L();
+      L('| step | µs per event |');
+      L('|---|---|');
+      for (const r of s.steps) L(`| ${r.step} | ${fmt(r.usPerEvent)} |`);
+    }
+    L();
+  }
+
   L('## Targets (mechanical)');
   L();
   L('| item | measured | target | met |');
@@ -1284,6 +1309,98 @@ async function managedItem() {
       S.batchedVsExtension = round(eps.managed / eps.extension, 2);
       S.callsVsExtension = round(eps.managed_calls / eps.extension_calls, 2);
       for (const x of S.batched) log(`   ${x.method}: ${x.eps} events/s`);
+    });
+  } finally {
+    await pg.stop();
+  }
+}
+
+// ---------------------------------------------------------------- 12
+// Item 12 (issue #17): where ingest's time and WAL go, against a bare INSERT and
+// PgQ, in one cluster: WAL bytes per event (one event per transaction, and in
+// batches of 1,000), table and index bytes per event, the indexes written, and
+// the time per event of each step of ingest run on its own (1,000 in one
+// statement, no commit in the time).
+const BD_SINGLE = 500;      // transactions of one event, per method
+const BD_BATCHES = 10;      // batches of 1,000, per method
+const BD_ROUNDS = 7;        // timed statements per step (the median is kept)
+async function breakdownItem() {
+  if (!want('12')) return;
+  const pg = await cluster();
+  try {
+    await describe(pg);
+    await section('12', 'Where ingest\'s time and WAL go (vs a bare INSERT and PgQ)', async (S) => {
+      const schema = '{"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}, "note": {"type": "string", "maxLength": 200}}}';
+      await pg.query(`SELECT evpipe.register_event_type('BENCH', '${schema}')`);
+      await pg.query(`SELECT evpipe.create_destination('bench-off', 'http', '{"url": "http://127.0.0.1:9/"}')`);
+      await pg.query("SELECT evpipe.pause_destination('bench-off')");
+      await pg.query("SELECT evpipe.add_route('BENCH', 'bench-off')");
+      await pg.query('CREATE TABLE bare (event_id text PRIMARY KEY, event jsonb NOT NULL)');
+      let pgq = false;
+      try {
+        await pg.query('CREATE EXTENSION pgq');
+        await pg.query("SELECT pgq.create_queue('bench')");
+        pgq = true;
+      } catch (e) { /* PgQ not installed */ }
+      const lsn = async () => (await pg.query('SELECT pg_current_wal_insert_lsn()::text AS l'))[0].l;
+      const walSince = async (a) => Number((await pg.query(`SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '${a}') AS d`))[0].d);
+      const sizes = async () => (await pg.query(`SELECT
+          (SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c WHERE c.oid IN ('evpipe.events'::regclass, 'evpipe.outbox'::regclass))::bigint AS evpipe,
+          pg_total_relation_size('bare')::bigint AS bare,
+          ${pgq ? "(SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pgq' AND c.relname LIKE 'event\\_%' AND c.relkind = 'r')::bigint" : 'NULL::bigint'} AS pgq`))[0];
+      const methods = {
+        bare: { single: `INSERT INTO bare VALUES (gen_random_uuid()::text, ${ev("'x'")})`,
+          batch: `INSERT INTO bare SELECT gen_random_uuid()::text, ${ev("'x'")} FROM generate_series(1, 1000) g` },
+        evpipe: { single: `SELECT evpipe.ingest(${ev('gen_random_uuid()::text')})`,
+          batch: `SELECT jsonb_array_length(evpipe.ingest_batch((SELECT jsonb_agg(${ev('gen_random_uuid()::text')}) FROM generate_series(1, 1000) g)))` },
+        ...(pgq ? { pgq: { single: `SELECT pgq.insert_event('bench', 'BENCH', (${ev('gen_random_uuid()::text')})::text)`,
+          batch: `SELECT count(pgq.insert_event('bench', 'BENCH', (${ev('gen_random_uuid()::text')})::text)) FROM generate_series(1, 1000) g` } } : {}),
+      };
+      // warm every table and index first, then a checkpoint: what follows
+      // pays its full-page images alike
+      for (const m of Object.values(methods)) { await pg.query(m.batch); await pg.query(m.single); }
+      await pg.query('CHECKPOINT');
+      for (const m of Object.values(methods)) { await pg.query(m.batch); await pg.query(m.single); }
+      S.wal = [];
+      for (const [name, m] of Object.entries(methods)) {
+        let a = await lsn();
+        for (let i = 0; i < BD_SINGLE; i++) await pg.query(m.single);
+        const single = (await walSince(a)) / BD_SINGLE;
+        const s0 = await sizes();
+        a = await lsn();
+        for (let i = 0; i < BD_BATCHES; i++) await pg.query(m.batch);
+        const batched = (await walSince(a)) / (BD_BATCHES * 1000);
+        const s1 = await sizes();
+        S.wal.push({ method: name, walSingle: round(single), walBatched: round(batched),
+          bytesBatched: s1[name] === null ? null : round((s1[name] - s0[name]) / (BD_BATCHES * 1000)) });
+        log(`   ${JSON.stringify(S.wal[S.wal.length - 1])}`);
+      }
+      S.indexes = (await pg.query(`SELECT c.relname AS "table", i.relname AS "index", pg_get_indexdef(i.oid) AS def
+        FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid
+        WHERE c.oid IN ('evpipe.events'::regclass, 'evpipe.outbox'::regclass) ORDER BY 1, 2`));
+      // the steps, 1,000 at a time in one statement; a statement that only
+      // builds the events is the floor every other row includes
+      const payload = "jsonb_build_object('n', 1, 'note', 'a benchmark event')";
+      const steps = [
+        ['build 1,000 events (the floor)', `SELECT count(${ev('gen_random_uuid()::text')}) FROM generate_series(1, 1000) g`],
+        ['evpipe.validate(schema, payload): the validator alone', `SELECT count(evpipe.validate('${schema}', ${payload})) FROM generate_series(1, 1000) g`],
+        ['evpipe.route_explain(event): checks, validation, routing, no write', `SELECT count(evpipe.route_explain(${ev('gen_random_uuid()::text')})) FROM generate_series(1, 1000) g`],
+        ['evpipe.ingest(event), 1,000 calls', `SELECT count(evpipe.ingest(${ev('gen_random_uuid()::text')})) FROM generate_series(1, 1000) g`],
+        ['evpipe.ingest_batch of 1,000', methods.evpipe.batch],
+        ['bare INSERT ... SELECT of 1,000', methods.bare.batch],
+        ...(pgq ? [['pgq.insert_event, 1,000 calls', methods.pgq.batch]] : []),
+      ];
+      S.steps = [];
+      for (const [label, sql] of steps) {
+        const t = [];
+        for (let i = 0; i < BD_ROUNDS; i++) {
+          const t0 = performance.now();
+          await pg.query(sql);
+          t.push(performance.now() - t0);
+        }
+        S.steps.push({ step: label, usPerEvent: round(median(t), 1) });   // ms per 1,000 = µs per event
+        log(`   ${label}: ${round(median(t), 1)} µs/event`);
+      }
     });
   } finally {
     await pg.stop();
@@ -1572,6 +1689,7 @@ async function main() {
   await orderingItem();
   await daemonItem();
   await managedItem();
+  await breakdownItem();
   R.totalSeconds = (performance.now() - t0) / 1000;
   const made = plots();
   fs.writeFileSync(path.join(OUT, 'results.md'), render(made));
