@@ -1169,6 +1169,18 @@ function render(made) {
       L('| step | µs per event |');
       L('|---|---|');
       for (const r of s.steps) L(`| ${r.step} | ${fmt(r.usPerEvent)} |`);
+      if (s.floor) {
+        L();
+        L(`What each write costs: batches of 1,000 from 2 clients, ${SECS} s each, commits included (pgbench), in fresh databases of this cluster, evpipe as installed and then without its indexes one after another (a measurement: nothing delivers from those databases); the bare INSERT and PgQ in the same run:`);
+        L();
+        L('| ingest_batch of 1,000, or the reference | events/s | vs bare INSERT | vs PgQ |');
+        L('|---|---|---|---|');
+        const bare = s.floor.find((r) => r.label.startsWith('bare'));
+        const pq = s.floor.find((r) => r.label.startsWith('pgq'));
+        for (const r of s.floor) {
+          L(`| ${r.label} | ${fmt(r.eps)} | ${bare ? `${round(r.eps / bare.eps, 2)}x` : '-'} | ${pq ? `${round(r.eps / pq.eps, 2)}x` : '-'} |`);
+        }
+      }
     }
     L();
   }
@@ -1400,6 +1412,45 @@ async function breakdownItem() {
         }
         S.steps.push({ step: label, usPerEvent: round(median(t), 1) });   // ms per 1,000 = µs per event
         log(`   ${label}: ${round(median(t), 1)} µs/event`);
+      }
+      // what each write costs: batches of 1,000 from 2 clients (commits
+      // included), in fresh databases of this cluster, evpipe as installed
+      // and then with its indexes taken away one after another (a
+      // measurement only: nothing delivers from those databases), down to
+      // the dedup key alone; the bare INSERT and PgQ in the same run
+      const { Client } = require('../test/peers/node_modules/pg');
+      const drops = [
+        ['evpipe as installed', []],
+        ['without outbox_pkey (outcomes find a row by id)', ['ALTER TABLE evpipe.outbox DROP CONSTRAINT outbox_pkey']],
+        ['and without events_ingested_at (retention)', ['DROP INDEX evpipe.events_ingested_at']],
+        ['and without outbox_due (claims)', ['DROP INDEX evpipe.outbox_due']],
+        ['and without the outbox\'s index on event_id: the dedup key alone', ['DROP INDEX evpipe.outbox_event_id']],
+      ];
+      S.floor = [];
+      const floorRun = async (label, db, sql) => {
+        const eps = round((await pgbench(pg, `${sql};`, { clients: 2, db })).tps * 1000);
+        S.floor.push({ label, eps });
+        log(`   floor: ${label}: ${eps} events/s`);
+      };
+      await floorRun('bare INSERT (one row, its primary key)', 'postgres', methods.bare.batch);
+      if (pgq) await floorRun('pgq.insert_event', 'postgres', methods.pgq.batch);
+      const steps0 = [`SELECT evpipe.register_event_type('BENCH', '${schema}')`,
+        `SELECT evpipe.create_destination('bench-off', 'http', '{"url": "http://127.0.0.1:9/"}')`,
+        "SELECT evpipe.pause_destination('bench-off')", "SELECT evpipe.add_route('BENCH', 'bench-off')"];
+      const done = [];
+      for (const [i, [label, sqls]] of drops.entries()) {
+        done.push(...sqls);
+        const db = `floor_${i}`;
+        await pg.query(`CREATE DATABASE ${db}`);
+        const c = new Client({ host: '127.0.0.1', port: pg.port, user: 'postgres', database: db });
+        await c.connect();
+        try {
+          await c.query('CREATE EXTENSION evpipe');
+          for (const sql of [...steps0, ...done]) await c.query(sql);
+          for (let k = 0; k < 3; k++) await c.query(methods.evpipe.batch);   // warm
+        } finally { await c.end(); }
+        await floorRun(label, db, methods.evpipe.batch);
+        await pg.query(`DROP DATABASE ${db}`);
       }
     });
   } finally {
