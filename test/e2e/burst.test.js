@@ -38,6 +38,23 @@ async function burst(eventType, prefix, n = BURST, payload = PAYLOAD) {
   assert.equal(rows[0].n, n, 'every event accepted');
 }
 
+// The eventIds of the first n messages of a queue (received and deleted), or
+// of as many as arrive within ms
+async function receiveAll(queueUrl, n, ms = 20000) {
+  const ids = [];
+  const t0 = Date.now();
+  while (ids.length < n && Date.now() - t0 < ms) {
+    const msgs = (await client.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 0 }))).Messages || [];
+    for (const m of msgs) ids.push(JSON.parse(m.Body).eventId);
+    if (msgs.length) {
+      await client.send(new DeleteMessageBatchCommand({
+        QueueUrl: queueUrl, Entries: msgs.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle })),
+      }));
+    } else await sleep(100);
+  }
+  return ids;
+}
+
 const deliveredCount = (d) => count('SELECT count(*)::int AS n FROM evpipe.delivered WHERE destination = $1', [d]);
 const waitDelivered = (d, n, ms) => pg.waitFor(
   'SELECT count(*)::int AS n FROM evpipe.delivered WHERE destination = $1', (r) => r[0].n >= n, ms, [d]);
@@ -134,18 +151,7 @@ test('sqs: a burst arrives promptly, in batches of at most 10', async () => {
   await route('B_SQS', 'b-sqs');
   await burst('B_SQS', 'bs-');
   await waitDelivered('b-sqs', BURST, 30000);
-  const ids = new Set();
-  const t0 = Date.now();
-  while (ids.size < BURST && Date.now() - t0 < 20000) {
-    const r = await client.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 0 }));
-    const msgs = r.Messages || [];
-    for (const m of msgs) ids.add(JSON.parse(m.Body).eventId);
-    if (msgs.length) {
-      await client.send(new DeleteMessageBatchCommand({
-        QueueUrl: queueUrl, Entries: msgs.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle })),
-      }));
-    } else await sleep(100);
-  }
+  const ids = new Set(await receiveAll(queueUrl, BURST));
   assert.equal(ids.size, BURST, 'every event is in the queue');
   const sends = (await sqs.control('GET', '/_control/log')).filter((l) => l.target.endsWith('SendMessageBatch') && l.status === 200);
   assert.ok(sends.every((l) => l.entries >= 1 && l.entries <= 10), 'at most 10 entries per request');
@@ -196,17 +202,7 @@ test('one ingest_batch of 500 events fans out to http, function, graphql and sqs
   const got = (await gql.control('GET', '/_control/received')).filter((x) => String(x.eventId).startsWith('ba-'));
   assert.equal(got.length, BURST, 'graphql: one mutation per event');
   assert.equal(new Set(got.map((x) => x.eventId)).size, BURST);
-  const ids = [];
-  const t1 = Date.now();
-  while (ids.length < BURST && Date.now() - t1 < 20000) {
-    const m = (await client.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 0 }))).Messages || [];
-    for (const x of m) ids.push(JSON.parse(x.Body).eventId);
-    if (m.length) {
-      await client.send(new DeleteMessageBatchCommand({
-        QueueUrl: queueUrl, Entries: m.map((x, i) => ({ Id: String(i), ReceiptHandle: x.ReceiptHandle })),
-      }));
-    } else await sleep(100);
-  }
+  const ids = await receiveAll(queueUrl, BURST);
   assert.equal(ids.length, BURST, 'sqs: one message per event');
   assert.equal(new Set(ids).size, BURST);
   const left = await q("SELECT status, count(*)::int AS n FROM evpipe.deliveries WHERE event_id LIKE 'ba-%' AND status <> 'delivered' GROUP BY 1");
