@@ -343,6 +343,7 @@ ep_claim_and_start(void)
 	int32	   *leases;
 	char	  **groups;
 	bool	   *fifos;
+	bool	   *probes;
 	ClaimPlan  *plans;
 	int			n = 0;
 	int			i;
@@ -361,6 +362,7 @@ ep_claim_and_start(void)
 	leases = palloc(sizeof(int32) * (ep_worker.ndests + 1));
 	groups = palloc(sizeof(char *) * (ep_worker.ndests + 1));
 	fifos = palloc(sizeof(bool) * (ep_worker.ndests + 1));
+	probes = palloc(sizeof(bool) * (ep_worker.ndests + 1));
 	/* plans outlive the transaction (SPI memory does not): loop context */
 	plans = MemoryContextAllocZero(loopcxt, sizeof(ClaimPlan) * (ep_worker.ndests + 1));
 	for (i = 0; i < ep_worker.ndests && free_slots > 0; i++)
@@ -397,6 +399,7 @@ ep_claim_and_start(void)
 		limits[n] = p->reserved;
 		leases[n] = Max(evpipe_lease_ms, d->timeout_ms + 5000);
 		fifos[n] = d->fifo;
+		probes[n] = p->probe;
 		groups[n] = d->message_group_field ? d->message_group_field : d->fifo ? "source" : "";
 		n++;
 		if (!is_function)
@@ -411,8 +414,8 @@ ep_claim_and_start(void)
 	if (n > 0)
 	{
 		int32		holder = ep_worker.lease_holder;
-		EpParam		params[6] = {
-			{names, n}, {limits, n}, {leases, n}, {groups, n}, {&holder, 1}, {fifos, n}};
+		EpParam		params[7] = {
+			{names, n}, {limits, n}, {leases, n}, {groups, n}, {&holder, 1}, {fifos, n}, {probes, n}};
 		EpRows	   *rows;
 
 		/*

@@ -14,10 +14,18 @@
 
 /*
  * The claim: per destination (the arrays $1 names, $2 limits, $3 lease
- * lengths, $4 FIFO group paths, $6 FIFO flags), up to its limit of due
- * rows, oldest first, leased to $5. A lease moves next_attempt_at to its
- * end, so leased rows leave the due range of the claim index. %s: the
- * ordered variant's condition. Columns: id, event_id, destination,
+ * lengths, $4 FIFO group paths, $6 FIFO flags, $7 probe flags), up to its
+ * limit of due rows, oldest first, leased to $5. A lease moves
+ * next_attempt_at to its end, so leased rows leave the due range of the
+ * claim index. The circuit breaker's probe (half open, limit 1) is the
+ * newest due row instead: claims go oldest first, so when a burst to a
+ * target that fails each event's first attempts opens the circuit, the
+ * oldest rows are untried ones that would fail for that reason alone,
+ * while the newest due row is one that failed before and came due again
+ * (a FIFO destination's probe stays the oldest: its order is the
+ * contract). Each branch reads the claim index in one direction; the
+ * other is skipped by its one-time filter. The two %s: the ordered
+ * variant's condition. Columns: id, event_id, destination,
  * attempts, body, payload, event_type, source, correlation_id,
  * traceparent, timestamp, group, created_at (microseconds since the Unix
  * epoch), last_status, last_error.
@@ -25,11 +33,13 @@
 static const char claim_sql[] =
 	"WITH c AS ("
 	" SELECT x.id, d.lease_ms, d.grp FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
-	"  pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($6))"
-	"  AS d(name, lim, lease_ms, grp, fifo)"
+	"  pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($6), pg_catalog.unnest($7))"
+	"  AS d(name, lim, lease_ms, grp, fifo, probe)"
 	" CROSS JOIN LATERAL ("
-	"  SELECT o.id FROM evpipe.outbox o"
-	"  WHERE o.destination = d.name AND o.next_attempt_at <= pg_catalog.now()%s"
+	/* (a member of a UNION may not lock: each branch is a subquery) */
+	"  SELECT * FROM (SELECT o.id FROM evpipe.outbox o"
+	"  WHERE (NOT d.probe OR d.fifo)"
+	"   AND o.destination = d.name AND o.next_attempt_at <= pg_catalog.now()%s"
 	/* FIFO: one batch in flight for the destination, oldest first */
 	"   AND (NOT d.fifo OR (pg_catalog.pg_try_advisory_xact_lock("
 	"     pg_catalog.hashtext('evpipe.fifo:' || d.name))"
@@ -37,7 +47,12 @@ static const char claim_sql[] =
 	"    AND NOT EXISTS (SELECT 1 FROM evpipe.outbox l WHERE l.destination = d.name"
 	"     AND l.next_attempt_at > pg_catalog.now()"
 	"     AND l.leased_by IS NOT NULL AND l.lease_until > pg_catalog.now())))"
-	"  ORDER BY o.next_attempt_at, o.id LIMIT d.lim FOR UPDATE SKIP LOCKED) x),"
+	"  ORDER BY o.next_attempt_at, o.id LIMIT d.lim FOR UPDATE SKIP LOCKED) a"
+	"  UNION ALL"
+	"  SELECT * FROM (SELECT o.id FROM evpipe.outbox o"
+	"  WHERE d.probe AND NOT d.fifo"
+	"   AND o.destination = d.name AND o.next_attempt_at <= pg_catalog.now()%s"
+	"  ORDER BY o.next_attempt_at DESC, o.id DESC LIMIT d.lim FOR UPDATE SKIP LOCKED) b) x),"
 	" u AS ("
 	" UPDATE evpipe.outbox o SET attempts = o.attempts + 1, leased_by = $5,"
 	"  lease_until = pg_catalog.now() + c.lease_ms * interval '1 millisecond',"
@@ -239,7 +254,7 @@ static const char destinations_sql[] =
 	"FROM evpipe.destinations ORDER BY name";
 
 static const EpParamType claim_types[] = {EP_TEXT_ARRAY, EP_INT4_ARRAY, EP_INT4_ARRAY, EP_TEXT_ARRAY,
-EP_INT4, EP_BOOL_ARRAY};
+EP_INT4, EP_BOOL_ARRAY, EP_BOOL_ARRAY};
 static const EpParamType outcome_types[] = {EP_INT8_ARRAY, EP_INT4_ARRAY, EP_TEXT_ARRAY, EP_INT4_ARRAY,
 EP_TEXT_ARRAY, EP_TEXT_ARRAY, EP_TIMESTAMPTZ_ARRAY, EP_INT4};
 static const EpParamType emit_types[] = {EP_TEXT, EP_TEXT, EP_BOOL, EP_INT4, EP_INT4, EP_TEXT};
@@ -274,7 +289,7 @@ const EpStmtDef ep_stmts[EP_SQL_COUNT] = {
 const char *
 ep_stmt_sql(EpStmt stmt)
 {
-	static char claim_ordered[sizeof(claim_sql) + sizeof(claim_ordered_cond)];
+	static char claim_ordered[sizeof(claim_sql) + 2 * sizeof(claim_ordered_cond)];
 	static char claim_plain[sizeof(claim_sql)];
 	static char outcomes_ordered[sizeof(outcomes_sql) + 256];
 	static char outcomes_plain[sizeof(outcomes_sql)];
@@ -283,11 +298,12 @@ ep_stmt_sql(EpStmt stmt)
 	{
 		case EP_SQL_CLAIM:
 			if (claim_plain[0] == '\0')
-				snprintf(claim_plain, sizeof(claim_plain), claim_sql, "");
+				snprintf(claim_plain, sizeof(claim_plain), claim_sql, "", "");
 			return claim_plain;
 		case EP_SQL_CLAIM_ORDERED:
 			if (claim_ordered[0] == '\0')
-				snprintf(claim_ordered, sizeof(claim_ordered), claim_sql, claim_ordered_cond);
+				snprintf(claim_ordered, sizeof(claim_ordered), claim_sql, claim_ordered_cond,
+						 claim_ordered_cond);
 			return claim_ordered;
 		case EP_SQL_OUTCOMES:
 			if (outcomes_plain[0] == '\0')

@@ -236,6 +236,29 @@ test('a burst to the same flaky shape: all delivered, none dead', async () => {
   assert.equal(await count("SELECT count(*)::int AS n FROM evpipe.dead_letters WHERE destination = 'b-flaky2'"), 0);
 });
 
+// The burst above opens the breaker when its first attempts take longer than
+// breaker_window_ms (a slow moment, or a rate limit): claims go oldest first, so
+// every row's first attempt fails before any row's third. The half-open probe
+// then took the oldest due row, an untried one, whose failure doubled the open
+// time up to breaker_max_open_ms: nothing was delivered for a minute (seen in
+// this suite). The probe is the newest due row now: one that failed before.
+test('a flaky burst that opens the breaker (its first attempts outlast breaker_window_ms) drains once the probe succeeds', async () => {
+  await sink.control('POST', '/_control/behavior', { path: '/b-flaky3', failEachTimes: 2, failStatus: 503 });
+  await type('B_FLAKY3');
+  // 100/s: the 300 first attempts take 3 s, past the window
+  await dest('b-flaky3', 'http', { url: `${sink.url}/b-flaky3`, rate_limit_per_sec: 100, breaker_window_ms: 1000 });
+  await route('B_FLAKY3', 'b-flaky3');
+  const mark = pg.logMark();
+  const t0 = Date.now();
+  await burst('B_FLAKY3', 'bf3-', 300);
+  await waitDelivered('b-flaky3', 300, 45000);
+  console.log(`# 300 flaky events at 100/s, breaker opened: delivered in ${Date.now() - t0} ms`);
+  assert.match(logSince(mark), /event=circuit_open destination=b-flaky3/, 'the breaker opened (the case under test)');
+  assert.equal(await count("SELECT count(*)::int AS n FROM evpipe.dead_letters WHERE destination = 'b-flaky3'"), 0);
+  const attempts = await q("SELECT attempts, count(*)::int AS n FROM evpipe.delivered WHERE destination = 'b-flaky3' GROUP BY 1");
+  assert.deepEqual(attempts, [{ attempts: 3, n: 300 }], 'each event after exactly three attempts: waiting spent none');
+});
+
 test('a target that refuses connections opens the breaker at once; it closes on the first success', async () => {
   const port = await freePort(); // nothing listens here until the sink starts below
   await type('B_DOWN');
