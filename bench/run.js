@@ -68,12 +68,13 @@ const ev = (id, type = 'BENCH') => `jsonb_build_object('eventId', ${id}, 'eventT
       'payload', jsonb_build_object('n', 1, 'note', 'a benchmark event'), 'timestamp', '2026-11-21T10:00:00Z')`;
 
 // pgbench, asynchronous (the event loop keeps running: item 8 samples during it)
-function pgbench(pg, script, { clients = 1, seconds = SECS, rate = null, logPrefix = null, db = 'postgres' } = {}) {
+function pgbench(pg, script, { clients = 1, seconds = SECS, rate = null, logPrefix = null, db = 'postgres', mode = 'simple' } = {}) {
   const threads = Math.min(clients, 2);
   const f = path.join(os.tmpdir(), `evpipe-bench-${process.pid}-${Math.random().toString(36).slice(2)}.sql`);
   fs.writeFileSync(f, script);
   const args = ['-h', '127.0.0.1', '-p', String(pg.port), '-U', 'postgres', '-n', '-f', f,
     '-c', String(clients), '-j', String(threads), '-T', String(Math.round(seconds))];
+  if (mode !== 'simple') args.push('-M', mode);
   if (rate) args.push('-R', String(rate));
   if (logPrefix) args.push('-l', `--log-prefix=${logPrefix}`);
   args.push(db);
@@ -1182,6 +1183,21 @@ function render(made) {
         for (const r of s.floor) {
           L(`| ${r.label} | ${fmt(r.eps)} | ${bare ? `${round(r.eps / bare.eps, 2)}x` : '-'} | ${pq ? `${round(r.eps / pq.eps, 2)}x` : '-'} | ${(r.runs || []).map(fmt).join(', ')} |`);
         }
+        if (s.floor.some((r) => r.label.startsWith('the event row'))) {
+          L();
+          L('The last two rows are not ingest: they write evpipe.events rows by plain SQL (copies of a stored event under new eventIds), no checks, no outbox row, to measure what a write path that keeps only the event row with its dedup key in the producer\'s transaction could reach at best.');
+        }
+      }
+      if (s.floorSingle) {
+        L();
+        L(`The same, one event per transaction (item 1's shape, but prepared statements: the write is measured, not the parsing of its text), 1 and 2 clients, each variant in a fresh database of its own, ${s.floorRounds} rounds of ${s.floorSecs} s in turn, medians (tps):`);
+        L();
+        L('| one event per transaction | clients | tps | vs bare INSERT | runs |');
+        L('|---|---|---|---|---|');
+        for (const g of s.floorSingle) {
+          const bare = g.rows.find((r) => r.label.startsWith('bare'));
+          for (const r of g.rows) L(`| ${r.label} | ${g.clients} | ${fmt(r.tps)} | ${bare ? `${round(r.tps / bare.tps, 2)}x` : '-'} | ${r.runs.map(fmt).join(', ')} |`);
+        }
       }
     }
     L();
@@ -1453,6 +1469,33 @@ async function breakdownItem() {
         } finally { await c.end(); }
         variants.push([label, db, methods.evpipe.batch]);
       }
+      // the floor of any write path that keeps the contract: the event row
+      // with its dedup key, written in the producer's transaction; here by
+      // plain SQL into evpipe.events (a copy of a stored event under a new
+      // eventId: the same row shape and size), no checks, no routing, no
+      // outbox row: what ingest would write if destinations read new events
+      // from the events table
+      const row = (id) => `(SELECT e.event FROM evpipe.events e LIMIT 1) || jsonb_build_object('eventId', ${id})`;
+      const rowInsert = (ids, conflict) => `INSERT INTO evpipe.events (event_id, event_type, schema_version, source,
+          event_time, traceparent, event, ingested_by)
+        SELECT g.id, 'BENCH', 1, 'bench', '2026-11-21T10:00:00Z', '00-' || md5(g.id) || '-' || left(md5(g.id || 's'), 16) || '-01',
+          ${row('g.id')}, current_user FROM (SELECT gen_random_uuid()::text AS id FROM ${ids}) g${conflict ? ' ON CONFLICT (event_id) DO NOTHING' : ''}`;
+      const rowDbs = [['the event row alone, by plain SQL (no checks, no outbox): evpipe.events with its two indexes', []],
+        ['and without events_ingested_at: the event row and its dedup key', ['DROP INDEX evpipe.events_ingested_at']]];
+      for (const [i, [label, sqls]] of rowDbs.entries()) {
+        const db = `floor_row_${i}`;
+        await pg.query(`CREATE DATABASE ${db}`);
+        const c = new Client({ host: '127.0.0.1', port: pg.port, user: 'postgres', database: db });
+        await c.connect();
+        try {
+          await c.query('CREATE EXTENSION evpipe');
+          for (const sql of [...steps0, ...sqls]) await c.query(sql);
+          await c.query(methods.evpipe.batch);   // the stored event the rows copy
+          await c.query('DELETE FROM evpipe.outbox');
+          for (let k = 0; k < 3; k++) await c.query(rowInsert('generate_series(1, 1000)', false));   // warm
+        } finally { await c.end(); }
+        variants.push([label, db, rowInsert('generate_series(1, 1000)', false)]);
+      }
       await pg.query('CHECKPOINT');
       const eps = variants.map(() => []);
       for (let r = 0; r < FLOOR_ROUNDS; r++) {
@@ -1465,7 +1508,44 @@ async function breakdownItem() {
       S.floor = variants.map(([label], k) => ({ label, eps: round(median(eps[k])), runs: eps[k] }));
       S.floorSecs = FLOOR_SECS;
       S.floorRounds = FLOOR_ROUNDS;
+      // the same floor one event per transaction (item 1's shape), 1 and 2
+      // clients: the bare INSERT, PgQ, evpipe.ingest, the event row alone
+      // (with ON CONFLICT DO NOTHING, as a single ingest needs for
+      // concurrent dedup, and without); each in a fresh database of its own
+      // (a random key's B-tree costs more as it grows: the batches above
+      // left millions of rows), prepared statements (the row's INSERT is
+      // longer to parse and plan than a function call: the write is what is
+      // measured), rounds in turn, medians
+      const fresh = async (db, sqls) => {
+        await pg.query(`CREATE DATABASE ${db}`);
+        const c = new Client({ host: '127.0.0.1', port: pg.port, user: 'postgres', database: db });
+        await c.connect();
+        try { for (const sql of sqls) await c.query(sql); } finally { await c.end(); }
+      };
+      const evpipeDb = ['CREATE EXTENSION evpipe', ...steps0];
+      const rowDb = [...evpipeDb, methods.evpipe.single, 'DELETE FROM evpipe.outbox'];
+      const singles = [['bare INSERT (one row, its primary key)', ['CREATE TABLE bare (event_id text PRIMARY KEY, event jsonb NOT NULL)'], methods.bare.single],
+        ...(pgq ? [['pgq.insert_event', ['CREATE EXTENSION pgq', "SELECT pgq.create_queue('bench')"], methods.pgq.single]] : []),
+        ['evpipe.ingest, as installed', evpipeDb, methods.evpipe.single],
+        ['the event row alone, ON CONFLICT (event_id) DO NOTHING', rowDb, rowInsert('(VALUES (1)) v', true)],
+        ['the event row alone, a plain INSERT', rowDb, rowInsert('(VALUES (1)) v', false)]];
+      for (const [k, [, sqls]] of singles.entries()) await fresh(`floor_single_${k}`, sqls);
+      await pg.query('CHECKPOINT');
+      S.floorSingle = [];
+      for (const clients of [1, 2]) {
+        const tps = singles.map(() => []);
+        for (let r = 0; r < FLOOR_ROUNDS; r++) {
+          for (const [k, [label, , sql]] of singles.entries()) {
+            const x = round((await pgbench(pg, `${sql};`, { clients, db: `floor_single_${k}`, seconds: FLOOR_SECS, mode: 'prepared' })).tps);
+            tps[k].push(x);
+            log(`   single floor, ${clients} client(s), round ${r + 1}: ${label}: ${x} tps`);
+          }
+        }
+        S.floorSingle.push({ clients, rows: singles.map(([label], k) => ({ label, tps: round(median(tps[k])), runs: tps[k] })) });
+      }
+      for (let k = 0; k < singles.length; k++) await pg.query(`DROP DATABASE floor_single_${k}`);
       for (let i = 0; i < drops.length; i++) await pg.query(`DROP DATABASE floor_${i}`);
+      for (let i = 0; i < rowDbs.length; i++) await pg.query(`DROP DATABASE floor_row_${i}`);
     });
   } finally {
     await pg.stop();
