@@ -1,7 +1,7 @@
 # evpipe: PGXS build
 EXTENSION = evpipe
 MODULE_big = evpipe
-OBJS = src/evpipe.o src/ingest.o src/ingestconfig.o src/ingestenvelope.o src/ingestroute.o src/ingestwrite.o src/ingestbatch.o src/validate.o src/jsonschema.o src/mapping.o src/jsonutil.o src/ratelimit.o src/engine.o src/hostbgw.o src/destination.o src/claim.o src/transport.o src/outcome.o src/function.o src/handler.o src/enginesql.o src/hostspi.o src/http.o src/httputil.o src/sqs.o src/graphql.o src/respparse.o src/metrics.o src/metricsql.o src/retention.o src/notifier.o src/netpolicy.o
+OBJS = src/evpipe.o src/ingest.o src/ingestconfig.o src/ingestenvelope.o src/ingestroute.o src/ingestwrite.o src/ingestbatch.o src/validate.o src/jsonschema.o src/mapping.o src/jsonutil.o src/ratelimit.o src/engine.o src/hostbgw.o src/destination.o src/claim.o src/transport.o src/outcome.o src/function.o src/handler.o src/enginesql.o src/hostspi.o src/http.o src/httputil.o src/sqs.o src/graphql.o src/respparse.o src/metrics.o src/metricsql.o src/retention.o src/notifier.o src/netpolicy.o src/logquote.o
 DATA = sql/evpipe--0.1.0.sql sql/evpipe--0.2.0.sql sql/evpipe--0.3.0.sql sql/evpipe--0.1.0--0.2.0.sql sql/evpipe--0.2.0--0.3.0.sql sql/evpipe--0.4.0.sql sql/evpipe--0.3.0--0.4.0.sql sql/evpipe--0.5.0.sql sql/evpipe--0.4.0--0.5.0.sql
 PGFILEDESC = "evpipe - event pipeline inside PostgreSQL"
 
@@ -25,7 +25,7 @@ DAEMON_SRCS = src/daemon.c src/daemonrt.c src/daemonhttp.c src/hostpq.c \
 	src/engine.c src/claim.c src/destination.c src/transport.c src/outcome.c \
 	src/function.c src/enginesql.c src/http.c src/httputil.c src/sqs.c \
 	src/graphql.c src/respparse.c src/ratelimit.c src/metrics.c src/netpolicy.c \
-	src/migrate.c src/cli.c managed/migrations.c
+	src/migrate.c src/cli.c src/logquote.c managed/migrations.c
 DAEMON_OBJS = $(DAEMON_SRCS:.c=.evpiped.o)
 DAEMON_LIBS = -L$(pkglibdir) -lpgcommon -lpgport $(libpq) -lcurl -ljson-c -lcrypto -lm
 EXTRA_CLEAN = evpiped $(DAEMON_OBJS) managed

@@ -44,6 +44,7 @@
 #include "engine.h"
 #include "enginedb.h"
 #include "evpipe.h"
+#include "logquote.h"
 #include "hostpq.h"
 #include "metrics.h"
 #include "migrate.h"
@@ -326,7 +327,7 @@ load_server_settings(void)
 			!PQgetisnull(res, 0, 0) && !install_networks(PQgetvalue(res, 0, 0), err, sizeof(err)))
 			ereport(WARNING,
 					(errmsg("evpipe event=settings_ignored setting=evpipe.destination_networks error=\"%s\"",
-							err)));
+							ep_log_quote(err))));
 		PQclear(res);
 	}
 }
@@ -687,7 +688,7 @@ run(void)
 					ereport(LOG,
 							(errmsg("evpipe event=%s error=\"%s\" retry=backoff",
 									ever_connected ? "reconnect_failed" : "connect_failed",
-									ep_rt_log_quote(err))));
+									ep_log_quote(err))));
 					strlcpy(last_error, err, sizeof(last_error));
 				}
 				backoff_ms = Min(Max(backoff_ms * 2, BACKOFF_MIN_MS), BACKOFF_MAX_MS);

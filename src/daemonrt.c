@@ -701,22 +701,3 @@ ep_rt_error_code(void)
 {
 	return errordata_depth >= 0 ? errordata[errordata_depth].sqlerrcode : 0;
 }
-
-/*
- * A text made fit for a key="value" field of a log line: double quotes and
- * backslashes escaped with a backslash (palloc'd).
- */
-char *
-ep_rt_log_quote(const char *s)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	for (; s && *s; s++)
-	{
-		if (*s == '"' || *s == '\\')
-			appendStringInfoChar(&buf, '\\');
-		appendStringInfoChar(&buf, *s);
-	}
-	return buf.data;
-}

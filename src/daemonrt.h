@@ -14,6 +14,5 @@ extern void ep_rt_init(void);
 extern void ep_rt_set_verbose(bool verbose);
 extern int	ep_rt_error_code(void);
 extern MemoryContext ep_rt_chunk_context(void *pointer);
-extern char *ep_rt_log_quote(const char *s);
 
 #endif							/* EVPIPE_DAEMONRT_H */

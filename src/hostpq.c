@@ -26,8 +26,8 @@
 
 #include "engine.h"
 #include "enginedb.h"
-#include "daemonrt.h"
 #include "hostpq.h"
+#include "logquote.h"
 
 static PGconn *conn = NULL;
 static bool prepared[EP_SQL_COUNT];
@@ -86,7 +86,7 @@ notice_receiver(void *arg, const PGresult *res)
 	copy_message(text, sizeof(text), msg ? msg : PQresultErrorMessage(res));
 	ereport(LOG,
 			(errmsg("evpipe event=server_message severity=%s message=\"%s\"",
-					severity ? severity : "NOTICE", ep_rt_log_quote(text))));
+					severity ? severity : "NOTICE", ep_log_quote(text))));
 }
 
 /*

@@ -22,6 +22,7 @@
 #include "engine.h"
 #include "enginedb.h"
 #include "evpipe.h"
+#include "logquote.h"
 #include "metrics.h"
 #include "ratelimit.h"
 
@@ -90,7 +91,7 @@ breaker_record(DestConfig *d, bool failed, ItemResult *res)
 		case EP_CIRCUIT_OPEN:
 			ereport(LOG,
 					(errmsg("evpipe event=circuit_open destination=%s open_ms=%ld status=%d error=\"%s\"",
-							d->name, open_ms, res->status, res->error),
+							d->name, open_ms, res->status, ep_log_quote(res->error)),
 					 errhidestmt(true)));
 			break;
 		case EP_CIRCUIT_CLOSED:
@@ -204,7 +205,7 @@ ep_settle_item(DestConfig *d, DeliveryItem *item, ItemResult *res,
 		ereport(LOG,
 				(errmsg("evpipe event=retry_scheduled event_id=%s destination=%s attempt=%d status=%d delay_ms=%ld error_class=%s error=\"%s\"",
 						item->event_id, name, item->attempts, res->status,
-						delay, res->status ? "http" : "transport", res->error),
+						delay, res->status ? "http" : "transport", ep_log_quote(res->error)),
 				 errhidestmt(true)));
 	}
 }
@@ -321,7 +322,7 @@ ep_record_outcomes_in_tx(void)
 				(errmsg("evpipe event=dead_letter event_id=%s destination=%s attempts=%s status=%s error=\"%s\"",
 						ep_cell(rows, r, 0), ep_cell(rows, r, 1),
 						ep_cell(rows, r, 2), status ? status : "-",
-						ep_cell(rows, r, 4) ? ep_cell(rows, r, 4) : ""),
+						ep_log_quote(ep_cell(rows, r, 4))),
 				 errhidestmt(true)));
 	}
 	if (evpipe_outcome_events)

@@ -261,7 +261,7 @@ test('function destination: a handler writes a table, in the database', async ()
   await pg.query(`CREATE FUNCTION record_account(e jsonb) RETURNS void LANGUAGE sql AS $$
     INSERT INTO account_log VALUES (e->>'eventId', (e->'payload'->>'balance')::numeric) $$`);
   await pg.query(`CREATE FUNCTION picky(e jsonb) RETURNS void LANGUAGE plpgsql AS $$
-    BEGIN RAISE EXCEPTION 'bad balance' USING ERRCODE = '22023'; END $$`);
+    BEGIN RAISE EXCEPTION USING MESSAGE = E'bad balance: "12.5" is\\nnot allowed', ERRCODE = '22023'; END $$`);
   await fnDest('handler', { function: 'public.record_account(jsonb)' }, ['TABLE account_log', 'FUNCTION record_account(jsonb)']);
   await fnDest('picky', { function: 'public.picky(jsonb)' }, ['FUNCTION picky(jsonb)']);
   await type('ACCOUNT');
@@ -279,6 +279,11 @@ test('function destination: a handler writes a table, in the database', async ()
   );
   assert.equal(dl[0].attempts, 1);
   assert.match(dl[0].last_error, /22023: bad balance/);
+  // the handler's quotes and line break are escaped in the log line: one
+  // record, one line, its error="..." field whole (they were written as is)
+  await pg.waitFor('SELECT 1', () => pg.log().includes('destination=picky attempts=1'), 10000);
+  assert.ok(pg.log().includes('event=dead_letter event_id=acct-1 destination=picky attempts=1 status=- error="22023: bad balance: \\"12.5\\" is\\nnot allowed"'),
+    pg.log().split('\n').filter((l) => l.includes('destination=picky')).join('\n'));
 });
 
 // timeout_ms once did not limit a handler (a statement_timeout set while a statement
