@@ -2,7 +2,7 @@
 EXTENSION = evpipe
 MODULE_big = evpipe
 OBJS = src/evpipe.o src/ingest.o src/ingestconfig.o src/ingestenvelope.o src/ingestroute.o src/ingestwrite.o src/ingestbatch.o src/validate.o src/jsonschema.o src/mapping.o src/jsonutil.o src/ratelimit.o src/engine.o src/hostbgw.o src/destination.o src/claim.o src/transport.o src/outcome.o src/function.o src/handler.o src/enginesql.o src/hostspi.o src/http.o src/httputil.o src/sqs.o src/graphql.o src/respparse.o src/metrics.o src/metricsql.o src/retention.o src/notifier.o src/netpolicy.o src/logquote.o
-DATA = sql/evpipe--0.1.0.sql sql/evpipe--0.2.0.sql sql/evpipe--0.3.0.sql sql/evpipe--0.1.0--0.2.0.sql sql/evpipe--0.2.0--0.3.0.sql sql/evpipe--0.4.0.sql sql/evpipe--0.3.0--0.4.0.sql sql/evpipe--0.5.0.sql sql/evpipe--0.4.0--0.5.0.sql
+DATA = sql/evpipe--0.1.0.sql sql/evpipe--0.2.0.sql sql/evpipe--0.3.0.sql sql/evpipe--0.1.0--0.2.0.sql sql/evpipe--0.2.0--0.3.0.sql sql/evpipe--0.4.0.sql sql/evpipe--0.3.0--0.4.0.sql sql/evpipe--0.5.0.sql sql/evpipe--0.4.0--0.5.0.sql sql/evpipe--0.6.0.sql sql/evpipe--0.5.0--0.6.0.sql
 PGFILEDESC = "evpipe - event pipeline inside PostgreSQL"
 
 REGRESS = setup envelope schema dedup routing sources admin roles worker_role batch badinput operations netpolicy extension_only deliveries

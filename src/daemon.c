@@ -51,7 +51,7 @@
 #include "netpolicy.h"
 #include "ratelimit.h"
 
-#define EVPIPED_VERSION "0.5.0"
+#define EVPIPED_VERSION "0.6.0"
 #define BACKOFF_MIN_MS 250
 #define BACKOFF_MAX_MS 30000
 #define DEST_RELOAD_US (30 * USECS_PER_SEC)

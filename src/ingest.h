@@ -112,6 +112,7 @@ typedef struct IngestCall
 	Oid			save_userid;
 	int			save_sec;
 	MemoryContext caller_cxt;	/* where the answer must live */
+	int			guc_level;		/* PostgreSQL 17+: the search_path's GUC level */
 	EpEvent		ev;
 	List	   *dests;
 } IngestCall;

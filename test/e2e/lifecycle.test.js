@@ -220,7 +220,7 @@ test('backup: pg_dump (custom and plain) restored into fresh clusters keeps ever
 // Upgrades
 // ---------------------------------------------------------------------------
 
-test('upgrade: the new library serves a 0.1.0 database; ALTER EXTENSION UPDATE (0.1.0 -> 0.2.0 -> 0.3.0 -> 0.4.0 -> 0.5.0) keeps pending, in-flight and dead rows; the schema equals a fresh 0.5.0 install', async () => {
+test('upgrade: the new library serves a 0.1.0 database; ALTER EXTENSION UPDATE (0.1.0 -> 0.2.0 -> 0.3.0 -> 0.4.0 -> 0.5.0 -> 0.6.0) keeps pending, in-flight and dead rows; the schema equals a fresh 0.6.0 install', async () => {
   await getSink();
   await behave({ path: '/up-slow', delayMs: 5000 });
   await behave({ path: '/up-retry', status: 503 });
@@ -268,7 +268,7 @@ test('upgrade: the new library serves a 0.1.0 database; ALTER EXTENSION UPDATE (
   assert.equal(pendingBefore.length, 4);
 
   await q('ALTER EXTENSION evpipe UPDATE');
-  assert.equal((await q("SELECT extversion FROM pg_extension WHERE extname = 'evpipe'"))[0].extversion, '0.5.0');
+  assert.equal((await q("SELECT extversion FROM pg_extension WHERE extname = 'evpipe'"))[0].extversion, '0.6.0');
 
   // nothing lost
   for (const t of Object.keys(before)) assert.deepEqual(await rowsOf(pg, t, cols[t]), before[t], `evpipe.${t}`);
@@ -290,7 +290,7 @@ test('upgrade: the new library serves a 0.1.0 database; ALTER EXTENSION UPDATE (
   const errors = pg.log().split('\n').filter((l) => l.includes('ERROR') && !l.includes('unknown key "max_age_ms"'));
   assert.deepEqual(errors, [], 'no unexpected ERROR in the server log');
 
-  // the upgraded schema against a fresh 0.5.0 install in another database of the same cluster
+  // the upgraded schema against a fresh 0.6.0 install in another database of the same cluster
   await q('CREATE DATABASE lc_fresh');
   const connect = async (database) => {
     const cl = new Client({ host: '127.0.0.1', port: pg.port, user: 'postgres', database });
@@ -307,8 +307,8 @@ test('upgrade: the new library serves a 0.1.0 database; ALTER EXTENSION UPDATE (
       assert.ok(b[k].length > 0 || ['policies', 'rules'].includes(k), `the ${k} query sees something`);
       const onlyUpgraded = a[k].filter((x) => !b[k].includes(x));
       const onlyFresh = b[k].filter((x) => !a[k].includes(x));
-      assert.deepEqual({ onlyUpgraded, onlyFresh }, { onlyUpgraded: [], onlyFresh: [] }, `upgraded vs fresh 0.5.0: ${k}`);
-      assert.deepEqual(a[k], b[k], `upgraded vs fresh 0.5.0: ${k} (order)`);
+      assert.deepEqual({ onlyUpgraded, onlyFresh }, { onlyUpgraded: [], onlyFresh: [] }, `upgraded vs fresh 0.6.0: ${k}`);
+      assert.deepEqual(a[k], b[k], `upgraded vs fresh 0.6.0: ${k} (order)`);
     }
     assert.ok(a.dumped.length >= 13, 'every user-data table and sequence is marked for pg_dump');
   } finally {

@@ -72,7 +72,7 @@ test('migrate refuses, with one line and nothing changed: no CREATEROLE, no CREA
   await withDb('app_ext', (dq) => dq('CREATE EXTENSION evpipe'));
   r = migrate('app_ext', 'postgres');
   assert.equal(r.status, 1);
-  assert.match(r.stderr, /^evpiped migrate: database "app_ext" has the evpipe extension 0\.5\.0 \(in C\): the managed install is for servers that load no C; nothing changed/);
+  assert.match(r.stderr, /^evpiped migrate: database "app_ext" has the evpipe extension 0\.6\.0 \(in C\): the managed install is for servers that load no C; nothing changed/);
   oneLine(r);
   await withDb('app_ext', async (dq) => assert.deepEqual(await dq("SELECT to_regclass('evpipe.migrations') AS t"), [{ t: null }]));
 
@@ -106,16 +106,16 @@ test('a database owner with CREATEROLE (no superuser) installs it; it is plain S
   await q('CREATE DATABASE app OWNER master');
   let r = migrate('app', 'master', '--dry-run');
   assert.equal(r.status, 0, r.stderr);
-  assert.equal(r.stdout, 'evpiped migrate: database "app": would install evpipe 0.5.0\n');
+  assert.equal(r.stdout, 'evpiped migrate: database "app": would install evpipe 0.6.0\n');
   await withDb('app', async (dq) => assert.deepEqual(await dq("SELECT nspname FROM pg_namespace WHERE nspname = 'evpipe'"), []));
 
   r = migrate('app', 'master');
   assert.equal(r.status, 0, r.stderr);
-  assert.match(r.stdout, /^evpiped migrate: database "app": installed evpipe 0\.5\.0 \(\d+\.\d\d s\)\nevpiped migrate: database "app" has evpipe 0\.5\.0 \(managed\): 1 step applied\n$/);
+  assert.match(r.stdout, /^evpiped migrate: database "app": installed evpipe 0\.6\.0 \(\d+\.\d\d s\)\nevpiped migrate: database "app" has evpipe 0\.6\.0 \(managed\): 1 step applied\n$/);
   assert.equal(r.stderr, '');
   const first = await withDb('app', async (dq, c) => {
-    assert.deepEqual(await dq('SELECT evpipe.version() AS v'), [{ v: '0.5.0' }]);
-    assert.deepEqual(await dq('SELECT version, step, applied_by FROM evpipe.migrations'), [{ version: '0.5.0', step: 'install', applied_by: 'master' }]);
+    assert.deepEqual(await dq('SELECT evpipe.version() AS v'), [{ v: '0.6.0' }]);
+    assert.deepEqual(await dq('SELECT version, step, applied_by FROM evpipe.migrations'), [{ version: '0.6.0', step: 'install', applied_by: 'master' }]);
     // no function in C, no library: the server never loaded evpipe
     assert.deepEqual(await dq(`SELECT p.oid::regprocedure::text AS f FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
       WHERE p.pronamespace = 'evpipe'::regnamespace AND l.lanname NOT IN ('sql', 'plpgsql')`), []);
@@ -129,7 +129,7 @@ test('a database owner with CREATEROLE (no superuser) installs it; it is plain S
 
   r = migrate('app', 'master');
   assert.equal(r.status, 0, r.stderr);
-  assert.equal(r.stdout, 'evpiped migrate: database "app" has evpipe 0.5.0 (managed): up to date, nothing to do\n');
+  assert.equal(r.stdout, 'evpiped migrate: database "app" has evpipe 0.6.0 (managed): up to date, nothing to do\n');
   const second = await withDb('app', async (dq, c) => {
     assert.equal((await dq('SELECT count(*)::int AS n FROM evpipe.migrations'))[0].n, 1);
     return catalogOf(c, { managed: true });
@@ -173,9 +173,9 @@ test('upgrade: migrate --to 0.3.0, fill it, migrate: nothing lost, and the schem
 
   r = migrate('app_up', 'master');
   assert.equal(r.status, 0, r.stderr);
-  assert.match(r.stdout, /^evpiped migrate: database "app_up": upgraded evpipe 0\.3\.0 -> 0\.4\.0 \(\d+\.\d\d s\)\n.*upgraded evpipe 0\.4\.0 -> 0\.5\.0 \(\d+\.\d\d s\)\n.*2 steps applied\n$/);
+  assert.match(r.stdout, /^evpiped migrate: database "app_up": upgraded evpipe 0\.3\.0 -> 0\.4\.0 \(\d+\.\d\d s\)\n.*upgraded evpipe 0\.4\.0 -> 0\.5\.0 \(\d+\.\d\d s\)\n.*upgraded evpipe 0\.5\.0 -> 0\.6\.0 \(\d+\.\d\d s\)\n.*3 steps applied\n$/);
   const upgraded = await withDb('app_up', async (dq, c) => {
-    assert.deepEqual(await dq('SELECT evpipe.version() AS v'), [{ v: '0.5.0' }]);
+    assert.deepEqual(await dq('SELECT evpipe.version() AS v'), [{ v: '0.6.0' }]);
     for (const t of tables) assert.deepEqual(await dq(`SELECT * FROM evpipe.${t} ORDER BY 1, 2`), before[t], `evpipe.${t} kept`);
     // and it works on: the new function, and ingest
     assert.deepEqual(await dq(`SELECT evpipe.validate('{"type": "integer"}', '"x"') AS v`),
@@ -196,13 +196,13 @@ test('upgrade: migrate --to 0.3.0, fill it, migrate: nothing lost, and the schem
 
   r = migrate('app_up', 'master', '--to', '0.3.0');
   assert.equal(r.status, 1);
-  assert.match(r.stderr, /has evpipe 0\.5\.0, newer than --to 0\.3\.0: evpiped migrate does not downgrade; nothing changed/);
+  assert.match(r.stderr, /has evpipe 0\.6\.0, newer than --to 0\.3\.0: evpiped migrate does not downgrade; nothing changed/);
 
   // a schema from a newer evpiped
   await withDb('app_fresh', (dq) => dq("INSERT INTO evpipe.migrations (version, step) VALUES ('0.10.0', 'upgrade')"));
   r = migrate('app_fresh', 'master');
   assert.equal(r.status, 1);
-  assert.match(r.stderr, /^evpiped migrate: database "app_fresh" has evpipe 0\.10\.0, newer than this evpiped \(0\.5\.0\): use evpiped 0\.10\.0 or later; nothing changed \(no downgrade\)$/m);
+  assert.match(r.stderr, /^evpiped migrate: database "app_fresh" has evpipe 0\.10\.0, newer than this evpiped \(0\.6\.0\): use evpiped 0\.10\.0 or later; nothing changed \(no downgrade\)$/m);
   oneLine(r);
   await withDb('app_fresh', async (dq) => {
     assert.deepEqual(await dq('SELECT evpipe.version() AS v'), [{ v: '0.10.0' }], 'versions compare as numbers');
@@ -216,7 +216,7 @@ test('two migrates at once on a fresh database: each step is applied once, both 
   assert.equal(a.status, 0, a.stderr);
   assert.equal(b.status, 0, b.stderr);
   const out = a.stdout + b.stdout;
-  assert.equal((out.match(/installed evpipe 0\.5\.0/g) || []).length, 1, out);
+  assert.equal((out.match(/installed evpipe 0\.6\.0/g) || []).length, 1, out);
   assert.ok(/applied meanwhile by another migrate|up to date/.test(out), out);
   await withDb('app_race', async (dq) => assert.equal((await dq('SELECT count(*)::int AS n FROM evpipe.migrations'))[0].n, 1));
 });
