@@ -1,0 +1,1 @@
+INSERT INTO bare SELECT gen_random_uuid()::text, jsonb_build_object('eventId', gen_random_uuid()::text, 'eventType', 'BENCH', 'source', 'bench', 'payload', jsonb_build_object('n', 1, 'note', 'a benchmark event'), 'timestamp', '2026-11-21T10:00:00Z') FROM generate_series(1, 1000) g;

@@ -1,0 +1,1 @@
+SELECT count(pgq.insert_event('q', 'BENCH', (jsonb_build_object('eventId', gen_random_uuid()::text, 'eventType', 'BENCH', 'source', 'bench', 'payload', jsonb_build_object('n', 1, 'note', 'a benchmark event'), 'timestamp', '2026-11-21T10:00:00Z'))::text)) FROM generate_series(1, 1000) g;
