@@ -1,0 +1,2 @@
+WITH c AS (SELECT x FROM fanout_cursor FOR UPDATE), s AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS h), ins AS (INSERT INTO evpipe.outbox (event_id, destination) SELECT e.event_id, d.d FROM c, s, evpipe.events e, unnest(e.fanout) AS d(d) WHERE e.ingest_xid >= c.x AND e.ingest_xid < s.h ORDER BY e.ingest_xid RETURNING 1) UPDATE fanout_cursor SET x = s.h FROM s WHERE (SELECT count(*) FROM ins) >= 0;
+\sleep 5 ms
