@@ -1477,7 +1477,7 @@ async function breakdownItem() {
       // from the events table
       const row = (id) => `(SELECT e.event FROM evpipe.events e LIMIT 1) || jsonb_build_object('eventId', ${id})`;
       const rowInsert = (ids, conflict, dests = false) => `INSERT INTO evpipe.events (event_id, event_type, schema_version, source,
-          event_time, traceparent, event, ingested_by${dests ? ', destinations' : ''})
+          event_time, traceparent, event, ingested_by${dests ? ', fanout' : ''})
         SELECT g.id, 'BENCH', 1, 'bench', '2026-11-21T10:00:00Z', '00-' || md5(g.id) || '-' || left(md5(g.id || 's'), 16) || '-01',
           ${row('g.id')}, current_user${dests ? ", '{bench-off}'" : ''} FROM (SELECT gen_random_uuid()::text AS id FROM ${ids}) g${conflict ? ' ON CONFLICT (event_id) DO NOTHING' : ''}`;
       // a deferred fan-out (the event-row-only design of the analysis, with
@@ -1488,20 +1488,22 @@ async function breakdownItem() {
       // xmin are over), every 5 ms, as the engine of such a design would.
       // On 2 cores its writes compete with the producers: the rate that
       // holds is the rate the outbox rows are made at
-      const deferredShape = ['ALTER TABLE evpipe.events ADD COLUMN destinations text[],'
+      const deferredShape = ['ALTER TABLE evpipe.events ADD COLUMN fanout text[],'
         + ' ADD COLUMN ingest_xid xid8 NOT NULL DEFAULT pg_current_xact_id()',
       'DROP INDEX evpipe.events_ingested_at', 'CREATE INDEX events_ingest_xid ON evpipe.events (ingest_xid)',
       'CREATE TABLE fanout_cursor (x xid8 NOT NULL)', 'INSERT INTO fanout_cursor SELECT pg_snapshot_xmin(pg_current_snapshot())'];
       const materialise = `WITH c AS (SELECT x FROM fanout_cursor FOR UPDATE), s AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS h),
         o AS (INSERT INTO evpipe.outbox (event_id, destination) SELECT e.event_id, d.d
-          FROM c, s, evpipe.events e, pg_catalog.unnest(e.destinations) AS d(d)
+          FROM c, s, evpipe.events e, pg_catalog.unnest(e.fanout) AS d(d)
           WHERE e.ingest_xid >= c.x AND e.ingest_xid < s.h ORDER BY e.ingest_xid RETURNING 1)
         UPDATE fanout_cursor SET x = s.h FROM s WHERE (SELECT count(*) FROM o) >= 0`;
       const backlogSql = 'SELECT count(*)::int AS n FROM evpipe.events e, fanout_cursor c WHERE e.ingest_xid >= c.x';
-      const rowDbs = [['the event row alone, by plain SQL (no checks, no outbox): evpipe.events with its two indexes', [], rowInsert('generate_series(1, 1000)', false)],
-        ['and without events_ingested_at: the event row and its dedup key', ['DROP INDEX evpipe.events_ingested_at'], rowInsert('generate_series(1, 1000)', false)],
-        ['a deferred fan-out, by plain SQL: the event row with its destinations and an xid8 (indexed in place of events_ingested_at), no outbox row, nothing making them', deferredShape, rowInsert('generate_series(1, 1000)', false, true)],
-        ['the same, while one more session makes their outbox rows: the rate the outbox rows are made at', deferredShape, rowInsert('generate_series(1, 1000)', false, true), materialise]];
+      const rows1000 = rowInsert('generate_series(1, 1000)', false);
+      const rows1000Deferred = rowInsert('generate_series(1, 1000)', false, true);
+      const rowDbs = [['the event row alone, by plain SQL (no checks, no outbox): evpipe.events with its two indexes', [], rows1000],
+        ['and without events_ingested_at: the event row and its dedup key', ['DROP INDEX evpipe.events_ingested_at'], rows1000],
+        ['a deferred fan-out, by plain SQL: the event row with its destinations and an xid8 (indexed in place of events_ingested_at), no outbox row, nothing making them', deferredShape, rows1000Deferred],
+        ['the same, while one more session makes their outbox rows: the rate the outbox rows are made at', deferredShape, rows1000Deferred, materialise]];
       for (const [i, [label, sqls, insert, mat]] of rowDbs.entries()) {
         const db = `floor_row_${i}`;
         await pg.query(`CREATE DATABASE ${db}`);
